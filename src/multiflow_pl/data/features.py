@@ -1,0 +1,167 @@
+"""On-disk feature cache: backbone features extracted once, memory-mapped afterwards.
+
+A cache entry is three files named by a key that hashes everything that changes their content (backbone,
+weights, layers, input size, flips, foreground setting and the list of image files with sizes and mtimes):
+``<key>.features.npy`` [N,V,C,h,w] float16, ``<key>.foreground.npy`` [N,V,h,w] uint8 and ``<key>.json``.
+Files are written under temporary names and renamed into place, the JSON last, so an interrupted build is
+never mistaken for a complete one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from multiflow_pl.data.dataset import MultiViewImageDataset, collate_samples
+from multiflow_pl.models.backbone import FeatureExtractor
+from multiflow_pl.utils.progress import progress
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+
+
+class FeatureCache:
+    """Builds and opens cached backbone features for a :class:`MultiViewImageDataset`.
+
+    Args:
+        cache_dir: folder of cache entries (shared by runs and sweeps).
+        batch_size: samples per extraction batch (each sample is V images).
+        num_workers: DataLoader workers decoding images while the backbone runs.
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        show_progress: show a progress bar while extracting.
+    """
+
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        device: str = "auto",
+        show_progress: bool = True,
+    ) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                                   ("cpu" if device == "auto" else device))
+        self.show_progress = show_progress
+
+    def key(self, extractor: FeatureExtractor, dataset: MultiViewImageDataset) -> str:
+        """Hash of every input that changes the cached content."""
+        files = []
+        for sample in dataset.samples:
+            for view in sample.views:
+                stat = view.image_path.stat()
+                files.append([str(view.image_path), stat.st_size, stat.st_mtime_ns])
+        signature = {
+            "version": CACHE_VERSION,
+            **extractor.cache_signature(),
+            "flip_views": sorted(dataset.flip_views),
+            "foreground": dataset.foreground,
+            "foreground_dir": str(dataset.foreground_dir) if dataset.foreground_dir else None,
+            "files": files,
+        }
+        blob = json.dumps(signature, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:24]
+
+    def load_or_build(
+        self, extractor: FeatureExtractor, dataset: MultiViewImageDataset
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return memory-mapped (features [N,V,C,h,w] float16, foreground [N,V,h,w] uint8)."""
+        key = self.key(extractor, dataset)
+        n_views = len(dataset.samples[0].views)
+        expected = (len(dataset), n_views, extractor.out_channels, *extractor.feature_size)
+        opened = self._open(key, expected)
+        if opened is not None:
+            log.info("Feature cache hit %s (%d samples)", key, len(dataset))
+            return opened
+        self._build(key, extractor, dataset, expected)
+        opened = self._open(key, expected)
+        if opened is None:
+            raise RuntimeError(f"Feature cache {self.cache_dir / key} could not be read back after writing.")
+        return opened
+
+    def _paths(self, key: str) -> tuple[Path, Path, Path]:
+        base = self.cache_dir / key
+        return Path(f"{base}.features.npy"), Path(f"{base}.foreground.npy"), Path(f"{base}.json")
+
+    def _open(self, key: str, expected: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+        features_path, foreground_path, meta_path = self._paths(key)
+        if not meta_path.is_file():
+            return None
+        try:
+            features = np.load(features_path, mmap_mode="r")
+            foreground = np.load(foreground_path, mmap_mode="r")
+            ok = features.shape == expected and foreground.shape == expected[:2] + expected[3:]
+        except (OSError, ValueError) as err:
+            ok, reason = False, str(err)
+        else:
+            reason = f"shape {features.shape} != expected {expected}"
+        if not ok:
+            warnings.warn(f"Feature cache {key} is unreadable or stale ({reason}); rebuilding it.", stacklevel=2)
+            for path in (meta_path, features_path, foreground_path):
+                path.unlink(missing_ok=True)
+            return None
+        return features, foreground
+
+    @torch.no_grad()
+    def _build(
+        self, key: str, extractor: FeatureExtractor, dataset: MultiViewImageDataset, expected: tuple[int, ...]
+    ) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        features_path, foreground_path, meta_path = self._paths(key)
+        suffix = f".tmp-{os.getpid()}"
+        tmp_features = features_path.with_name(features_path.name + suffix)
+        tmp_foreground = foreground_path.with_name(foreground_path.name + suffix)
+        loader = DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate_samples,
+            pin_memory=self.device.type == "cuda",
+        )
+        extractor = extractor.to(self.device)
+        channels_last = self.device.type == "cuda"
+        if channels_last:
+            extractor = extractor.to(memory_format=torch.channels_last)
+        try:
+            features = np.lib.format.open_memmap(tmp_features, mode="w+", dtype=np.float16, shape=expected)
+            foreground = np.lib.format.open_memmap(
+                tmp_foreground, mode="w+", dtype=np.uint8, shape=expected[:2] + expected[3:]
+            )
+            row = 0
+            batches = progress(loader, len(loader), f"Extracting features ({len(dataset)} samples)",
+                               self.show_progress)
+            for batch in batches:
+                images = batch["images"].to(self.device, non_blocking=True)
+                b, v = images.shape[:2]
+                flat = images.flatten(0, 1)
+                if channels_last:
+                    flat = flat.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                    out = extractor(flat)
+                features[row : row + b] = out.float().view(b, v, *out.shape[1:]).cpu().numpy().astype(np.float16)
+                foreground[row : row + b] = batch["foreground"].numpy().astype(np.uint8)
+                row += b
+            features.flush()
+            foreground.flush()
+            del features, foreground
+            os.replace(tmp_features, features_path)
+            os.replace(tmp_foreground, foreground_path)
+            meta = {"key": key, "shape": list(expected), **extractor.cache_signature(),
+                    "keys": [s.key for s in dataset.samples]}
+            tmp_meta = meta_path.with_name(meta_path.name + suffix)
+            tmp_meta.write_text(json.dumps(meta, indent=1))
+            os.replace(tmp_meta, meta_path)
+        finally:
+            tmp_features.unlink(missing_ok=True)
+            tmp_foreground.unlink(missing_ok=True)
+        log.info("Cached features for %d samples at %s", len(dataset), features_path)

@@ -1,0 +1,37 @@
+"""From per-pixel NLL maps to anomaly maps, image scores and sample scores."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+SCORE_REDUCTIONS = ("max", "mean", "topk_mean")
+
+
+def anomaly_maps(nll: torch.Tensor, size: int) -> torch.Tensor:
+    """Per-pixel NLL [B,V,h,w] -> anomaly maps [B,V,size,size] (bilinear upsampling)."""
+    b, v, h, w = nll.shape
+    maps = F.interpolate(nll.reshape(b * v, 1, h, w), size=(size, size), mode="bilinear", align_corners=False)
+    return maps.view(b, v, size, size)
+
+
+def image_scores(nll: torch.Tensor, reduction: str = "max", topk: float = 0.01) -> torch.Tensor:
+    """Per-pixel NLL [B,V,h,w] -> one score per view image [B,V].
+
+    Args:
+        reduction: "max" (the paper), "mean", or "topk_mean" (mean of the top ``topk`` fraction of pixels).
+    """
+    flat = nll.flatten(2)
+    if reduction == "max":
+        return flat.amax(dim=2)
+    if reduction == "mean":
+        return flat.mean(dim=2)
+    if reduction == "topk_mean":
+        k = max(1, round(topk * flat.shape[2]))
+        return flat.topk(k, dim=2).values.mean(dim=2)
+    raise ValueError(f"score reduction {reduction!r}; expected one of {SCORE_REDUCTIONS}")
+
+
+def sample_scores(view_scores: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Image scores [B,V] -> sample scores {"max": [B] (the official protocol), "mean": [B] (the paper's code)}."""
+    return {"max": view_scores.amax(dim=1), "mean": view_scores.mean(dim=1)}

@@ -1,0 +1,1 @@
+"""Models: backbone, view graphs, coupling blocks, cross-view fusion, the flow and its Lightning wrapper."""

@@ -1,0 +1,149 @@
+"""Frozen timm backbone used as a multi-view feature extractor."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class BackboneWeightsError(RuntimeError):
+    """Raised when backbone weights cannot be obtained (no hub access, bad file)."""
+
+
+class _StopForward(Exception):
+    """Raised by the last feature hook to skip the rest of the network."""
+
+
+class FeatureExtractor(nn.Module):
+    """Any timm model as a frozen feature extractor, read at named layers.
+
+    Images go in as float RGB in [0, 1] and are normalised with the model's own mean and std.
+    Features of several layers are resized to the first layer's resolution and concatenated.
+
+    Args:
+        name: timm model name, optionally with a pretrained tag (``tf_efficientnet_b5.aa_in1k``).
+        layers: module paths to read, e.g. ``["blocks.5"]`` (EfficientNet-B5's 304-channel stage) or
+            ``["layer2"]`` (ResNet).
+        pretrained: load ImageNet weights (from the hub, or from ``weights_file``).
+        weights_file: a local weights file (``.pth``/``.safetensors``) for machines without hub access.
+        input_size: square input side in pixels.
+        init_seed: seed of the random initialisation when ``pretrained`` is false, so random features are
+            reproducible.
+    """
+
+    def __init__(
+        self,
+        name: str = "resnet18",
+        layers: Sequence[str] = ("layer2",),
+        pretrained: bool = False,
+        weights_file: str | None = None,
+        input_size: int = 256,
+        init_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.layers = list(layers)
+        self.input_size = int(input_size)
+        self.pretrained = bool(pretrained)
+        self.weights_file = str(weights_file) if weights_file else None
+        self.init_seed = int(init_seed)
+        self.model = _create_model(name, self.pretrained, self.weights_file, self.init_seed)
+        self.model.eval().requires_grad_(False)
+        cfg = self.model.pretrained_cfg
+        self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1))
+        modules = dict(self.model.named_modules())
+        unknown = [layer for layer in self.layers if layer not in modules]
+        if unknown:
+            top = [n for n in modules if n and "." not in n]
+            raise ValueError(f"Backbone {name!r} has no layer(s) {unknown}; top-level modules are {top}.")
+        self._modules_to_read = [modules[layer] for layer in self.layers]
+        with torch.no_grad():
+            probe = self(torch.zeros(1, 3, self.input_size, self.input_size))
+        self.out_channels = int(probe.shape[1])
+        self.feature_size = (int(probe.shape[2]), int(probe.shape[3]))
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        """The backbone always stays in eval mode (frozen batch-norm statistics)."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [N,3,H,W] in [0,1] -> features [N,C,h,w] (float32)."""
+        x = (images - self.mean) / self.std
+        captured: dict[int, torch.Tensor] = {}
+        last = len(self._modules_to_read) - 1
+
+        def make_hook(index: int):
+            def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+                captured[index] = output
+                if len(captured) == len(self._modules_to_read):
+                    raise _StopForward
+
+            return hook
+
+        handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(self._modules_to_read)]
+        try:
+            self.model(x)
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        feats = [captured[i].float() for i in range(last + 1)]
+        size = feats[0].shape[-2:]
+        feats = [f if f.shape[-2:] == size else F.interpolate(f, size=size, mode="bilinear") for f in feats]
+        return torch.cat(feats, dim=1)
+
+    def weights_digest(self) -> str:
+        """Digest of the weights actually loaded (however they got there), for cache keys."""
+        digest = hashlib.sha256()
+        for name, tensor in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def cache_signature(self) -> dict[str, object]:
+        """Everything about the extractor that changes the features it produces."""
+        return {
+            "backbone": self.name,
+            "weights": self.weights_digest(),
+            "layers": self.layers,
+            "input_size": self.input_size,
+        }
+
+
+def _create_model(name: str, pretrained: bool, weights_file: str | None, init_seed: int) -> nn.Module:
+    if weights_file:
+        path = Path(weights_file).expanduser()
+        if not path.is_file():
+            raise BackboneWeightsError(f"backbone.weights_file={weights_file!r} does not exist.")
+        try:
+            return timm.create_model(
+                name, pretrained=True, pretrained_cfg_overlay={"file": str(path.resolve())}, num_classes=0
+            )
+        except Exception as err:
+            raise BackboneWeightsError(
+                f"Could not load weights for {name!r} from {path}: {err}. The file must hold a state dict "
+                f"of this architecture (.pth or .safetensors)."
+            ) from err
+    if pretrained:
+        try:
+            return timm.create_model(name, pretrained=True, num_classes=0)
+        except Exception as err:
+            raise BackboneWeightsError(
+                f"Could not fetch ImageNet weights for {name!r} ({type(err).__name__}: {err}). On a machine "
+                f"without hub access pass a local file with backbone.weights_file=/path/to/weights.safetensors, "
+                f"or use random weights with backbone.pretrained=false."
+            ) from err
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        return timm.create_model(name, pretrained=False, num_classes=0)

@@ -1,0 +1,157 @@
+"""The LightningModule: frozen backbone + MultiViewFlow, the paper's loss, and the test-time scoring."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+
+from multiflow_pl.evaluation.metrics import AnomalyMetrics
+from multiflow_pl.evaluation.scores import anomaly_maps, image_scores, sample_scores
+from multiflow_pl.models.backbone import FeatureExtractor
+from multiflow_pl.models.flow import MultiViewFlow, noise_condition
+
+
+class MultiFlowModule(L.LightningModule):
+    """Trains a :class:`MultiViewFlow` on backbone features of all views and scores test samples.
+
+    Batches are dicts from :mod:`multiflow_pl.data.dataset`: either cached ``features`` [B,V,C,h,w] or
+    ``images`` [B,V,3,S,S] (then the backbone runs here), plus ``foreground`` [B,V,h,w] and, for testing,
+    ``masks`` [B,V,1,M,M], ``view_labels`` [B,V], ``key`` and ``image_paths``.
+
+    Args:
+        backbone: the frozen feature extractor.
+        flow: a partial ``MultiViewFlow`` missing ``channels`` and ``n_views``.
+        n_views: number of views per sample.
+        optimizer: a partial optimizer taking ``params``.
+        scheduler: optional partial LR scheduler taking ``optimizer``.
+        noise_std, noise_scale: train-time noise conditioning (used when the flow has noise channels).
+        score_reduction, score_topk: how a view's map becomes its image score.
+        metrics: the streaming metric accumulator.
+        eval_size: side of the anomaly maps used for pixel metrics.
+    """
+
+    def __init__(
+        self,
+        backbone: FeatureExtractor,
+        flow: Callable[..., MultiViewFlow],
+        n_views: int,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        noise_std: float = 0.15,
+        noise_scale: float = 20.0,
+        score_reduction: str = "max",
+        score_topk: float = 0.01,
+        metrics: AnomalyMetrics | None = None,
+        eval_size: int = 256,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.flow = flow(channels=backbone.out_channels, n_views=n_views)
+        self.n_views = n_views
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.noise_std = noise_std
+        self.noise_scale = noise_scale
+        self.score_reduction = score_reduction
+        self.score_topk = score_topk
+        self.metrics = metrics if metrics is not None else AnomalyMetrics()
+        self.eval_size = eval_size
+        self.view_records: list[dict] = []
+        self.test_results: dict[str, float] = {}
+        self.run_config: dict = {}
+
+    def features(self, batch: dict) -> torch.Tensor:
+        """Backbone features [B,V,C,h,w] from the cache or computed from the batch's images."""
+        if "features" in batch:
+            return batch["features"]
+        images = batch["images"]
+        b, v = images.shape[:2]
+        feats = self.backbone(images.flatten(0, 1))
+        return feats.view(b, v, *feats.shape[1:])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x = self.features(batch)
+        self._check_views(x, batch)
+        cond = None
+        if self.flow.noise_channels > 0:
+            x, cond = noise_condition(x, std=self.noise_std, scale=self.noise_scale)
+        loss = self.flow.loss(x, mask=batch["foreground"], cond=cond)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"Non-finite training loss ({loss.item()}) at step {self.global_step}, batch of samples "
+                f"{batch['key']}. Check those samples' images and features (NaN/inf), or lower the learning rate."
+            )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        gammas = self.flow.gammas().detach().abs()
+        self.log("train/gamma_abs_mean", gammas.mean())
+
+    @torch.no_grad()
+    def score_batch(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Scores of one batch: nll [B,V,h,w], maps [B,V,M,M], image [B,V], sample_max/sample_mean [B]."""
+        x = self.features(batch)
+        self._check_views(x, batch)
+        nll = self.flow.nll(x) * batch["foreground"]
+        views = image_scores(nll, self.score_reduction, self.score_topk)
+        samples = sample_scores(views)
+        return {
+            "nll": nll,
+            "maps": anomaly_maps(nll, self.eval_size),
+            "image": views,
+            "sample_max": samples["max"],
+            "sample_mean": samples["mean"],
+        }
+
+    def on_test_epoch_start(self) -> None:
+        self.metrics.reset()
+        self.view_records = []
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        scores = self.score_batch(batch)
+        b, v = scores["image"].shape
+        keys = [key for key in batch["key"] for _ in range(v)]
+        self.metrics.update(
+            scores["image"].flatten().cpu(),
+            batch["view_labels"].flatten().cpu(),
+            keys,
+            scores["maps"].flatten(0, 1).cpu(),
+            batch["masks"].flatten(0, 2).cpu(),
+        )
+        image = scores["image"].cpu()
+        for i in range(b):
+            for j, path in enumerate(batch["image_paths"][i]):
+                self.view_records.append(
+                    {
+                        "key": batch["key"][i],
+                        "view": j,
+                        "image_path": path,
+                        "view_label": int(batch["view_labels"][i, j]),
+                        "sample_label": int(batch["label"][i]),
+                        "image_score": float(image[i, j]),
+                    }
+                )
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self.metrics.compute()
+        self.log_dict({f"test/{k}": v for k, v in self.test_results.items()})
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=[p for p in self.flow.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer=optimizer)}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["multiflow_config"] = self.run_config
+
+    def _check_views(self, x: torch.Tensor, batch: dict) -> None:
+        if x.shape[1] != self.n_views or x.shape[2] != self.flow.channels:
+            raise ValueError(
+                f"Batch has {x.shape[1]} views x {x.shape[2]} channels but the model was built for "
+                f"{self.n_views} views x {self.flow.channels} channels (samples {batch['key'][:3]})."
+            )

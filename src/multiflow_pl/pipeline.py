@@ -1,0 +1,64 @@
+"""Building blocks shared by the entry points: instantiate components, test a model, write results."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from multiflow_pl.data.datamodule import MultiViewDataModule
+from multiflow_pl.evaluation.export import write_metrics_json, write_score_tables
+from multiflow_pl.models.module import MultiFlowModule
+
+log = logging.getLogger(__name__)
+
+RESULT_KEYS = ("image_auroc", "sample_auroc", "sample_auroc_mean", "pixel_auroc", "pixel_ap", "pixel_aupro")
+
+
+def build_data_and_model(cfg: DictConfig) -> tuple[MultiViewDataModule, MultiFlowModule]:
+    """Backbone, data module (which needs the backbone for its feature cache) and the LightningModule."""
+    backbone = instantiate(cfg.backbone)
+    datamodule: MultiViewDataModule = instantiate(cfg.data, feature_extractor=backbone)
+    datamodule.prepare_data()
+    n_views = len(datamodule.index("train")[0].views)
+    module: MultiFlowModule = instantiate(cfg.model, backbone=backbone, n_views=n_views)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    module.run_config["model"]["n_views"] = n_views
+    return datamodule, module
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """Trainer with the configured loggers and callbacks."""
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+
+
+def test_and_export(
+    trainer: L.Trainer, module: MultiFlowModule, datamodule: MultiViewDataModule, run_dir: Path, seed: int | None
+) -> dict:
+    """Run the test loop and write metrics.json and the score tables into ``run_dir``."""
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    if not trainer.is_global_zero:
+        return module.test_results
+    record = write_metrics_json(run_dir / "metrics.json", module.test_results, datamodule.category, seed)
+    write_score_tables(run_dir, module.view_records)
+    print_results(record)
+    return record
+
+
+def print_results(record: dict) -> None:
+    """A small results table on the console."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Multi-Flow results: {record.get('category')} (seed {record.get('seed')})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in RESULT_KEYS:
+        value = record.get(key)
+        table.add_row(key, "n/a" if value is None else f"{100 * value:.1f}")
+    Console().print(table)
