@@ -1,0 +1,196 @@
+"""Cross-view subnetwork of one coupling step: all views at once, as batched grouped convolutions.
+
+For view i (own weights per view), with u_i its conditioning half and replicate padding everywhere:
+
+    h_i   = relu(conv_k(cat(u_i, noise)))                              hidden activation
+    out_i = conv_k(h_i) + gamma_i * mean_{j in N(i)} M_{j->i}(h_j)     2*Ct channels -> (log_s_raw, t)
+
+M_{j->i} is a conv k x k with own weights per directed edge (``"per_edge"``, the paper) or one conv shared by
+all edges (``"shared"``). The self conv, the messages, the gammas and the 1/deg mean are folded into a single
+convolution: per edge, the input of view i is [h_i, h_{n_1}, ..., h_{n_D}] with weight
+[W_i, (gamma_i/deg_i) W_{n_1->i}, ...]; shared, the input is [h_i, mean_j h_j] with weight [W_i, gamma_i M].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MessageWeights = Literal["per_edge", "shared"]
+
+
+def _uniform_init(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
+    """PyTorch's default conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+
+
+def _message_slots(adj: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Input slots of the folded per-edge convolution.
+
+    Returns ``(source_view [V, S] or None, bank_index [V, S], is_message [V, S])``. The weight bank is
+    ``cat(self weights [V], edge weights [E], one zero row)``; ``source_view`` None means slot s is view s
+    for every target (dense case, S = V, no gather needed). Edges are numbered in ``adj.nonzero()`` order.
+    """
+    n_views = adj.shape[0]
+    edge_index = torch.full((n_views, n_views), -1, dtype=torch.long)
+    edge_index[adj] = torch.arange(int(adj.sum()))
+    zero_row = n_views + int(adj.sum())
+    in_degree = adj.sum(1)
+    if int(in_degree.max()) == n_views - 1:
+        # Some view hears from all others: one ungrouped conv over all views costs the same as a gather.
+        bank = torch.where(adj, n_views + edge_index, zero_row)
+        bank[torch.arange(n_views), torch.arange(n_views)] = torch.arange(n_views)
+        return None, bank, adj.float()
+    n_slots = 1 + int(in_degree.max())
+    source = torch.zeros(n_views, n_slots, dtype=torch.long)
+    bank = torch.full((n_views, n_slots), zero_row, dtype=torch.long)
+    for i in range(n_views):
+        senders = adj[i].nonzero().flatten()
+        source[i, 0] = bank[i, 0] = i
+        source[i, 1 : 1 + len(senders)] = senders
+        bank[i, 1 : 1 + len(senders)] = n_views + edge_index[i, senders]
+    return source, bank, (bank >= n_views) & (bank < zero_row)
+
+
+class CrossViewSubnet(nn.Module):
+    """Maps the conditioning halves of all views to (log_s_raw, t) for their transformed halves.
+
+    Args:
+        in_channels: Cc, channels of the conditioning half.
+        out_channels: Ct, channels of the transformed half (the conv predicts 2*Ct).
+        adjacency: ``[V, V]`` bool, ``adjacency[i, j]``: view j sends to view i.
+        kernel_size: k of all three convs (odd).
+        hidden: hidden channels per view.
+        noise_channels: extra input channels for the noise-conditioning map.
+        message_weights: ``"per_edge"`` or ``"shared"``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        adjacency: torch.Tensor,
+        kernel_size: int,
+        hidden: int = 64,
+        noise_channels: int = 1,
+        message_weights: MessageWeights = "per_edge",
+    ) -> None:
+        super().__init__()
+        if message_weights not in ("per_edge", "shared"):
+            raise ValueError(f"message_weights must be 'per_edge' or 'shared', got {message_weights!r}.")
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd to keep the map size, got {kernel_size}.")
+        n_views = adjacency.shape[0]
+        self.n_views, self.in_channels, self.out_channels = n_views, in_channels, out_channels
+        self.kernel_size, self.hidden, self.noise_channels = kernel_size, hidden, noise_channels
+        self.message_weights = message_weights
+        k, c_out = kernel_size, 2 * out_channels
+        c_in = in_channels + noise_channels
+
+        self.first_weight = _uniform_init((n_views, hidden, c_in, k, k), c_in * k * k)
+        self.first_bias = _uniform_init((n_views, hidden), c_in * k * k)
+        self.self_weight = _uniform_init((n_views, c_out, hidden, k, k), hidden * k * k)
+        self.self_bias = _uniform_init((n_views, c_out), hidden * k * k)
+
+        adjacency = adjacency.cpu()
+        self.n_edges = int(adjacency.sum())
+        self.register_buffer("edges", adjacency.nonzero(), persistent=False)  # [E, 2]: (target, source)
+        if self.n_edges == 0:
+            return
+        self.gamma = nn.Parameter(torch.zeros(n_views))
+        n_kernels = self.n_edges if message_weights == "per_edge" else 1
+        self.message_weight = _uniform_init((n_kernels, c_out, hidden, k, k), hidden * k * k)
+        self.message_bias = _uniform_init((n_kernels, c_out), hidden * k * k)
+        # Degrees are stored as counts and divided in the forward pass, exact in any dtype.
+        self.register_buffer("in_degree", adjacency.sum(1).float().clamp(min=1), persistent=False)
+        self.register_buffer("has_senders", adjacency.any(1).float(), persistent=False)
+        if message_weights == "shared":
+            self.register_buffer("adjacency", adjacency.float(), persistent=False)
+        else:
+            source, bank, is_message = _message_slots(adjacency)
+            self.register_buffer("slot_source", source, persistent=False)
+            self.register_buffer("slot_bank", bank, persistent=False)
+            self.register_buffer("slot_is_self", (bank < n_views).float(), persistent=False)
+            self.register_buffer("slot_is_message", is_message.float(), persistent=False)
+
+    def gamma_values(self) -> torch.Tensor:
+        """``[V]`` message strengths (zeros for a graph without edges)."""
+        if self.n_edges == 0:
+            return self.self_bias.new_zeros(self.n_views)
+        return self.gamma
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.kernel_size // 2
+        return F.pad(x, (p, p, p, p), mode="replicate") if p else x
+
+    def _per_edge_layer(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """Folded self + per-edge message conv: (input [B, V*S*hid or V*hid, ...], weight, bias, groups)."""
+        n_views, c_out, k = self.n_views, 2 * self.out_channels, self.kernel_size
+        coef = self.slot_is_self + self.slot_is_message * (self.gamma / self.in_degree)[:, None]  # [V, S]
+        zero_w = self.self_weight.new_zeros(1, *self.self_weight.shape[1:])
+        zero_b = self.self_bias.new_zeros(1, c_out)
+        weight_bank = torch.cat([self.self_weight, self.message_weight, zero_w])
+        bias_bank = torch.cat([self.self_bias, self.message_bias, zero_b])
+        n_slots = self.slot_bank.shape[1]
+        weight = weight_bank[self.slot_bank.flatten()].view(n_views, n_slots, c_out, self.hidden, k, k)
+        weight = (weight * coef[:, :, None, None, None, None]).transpose(1, 2)
+        weight = weight.reshape(n_views * c_out, n_slots * self.hidden, k, k)
+        bias = (bias_bank[self.slot_bank] * coef[:, :, None]).sum(1).flatten()
+        if self.slot_source is None:  # dense: every view reads all views, one ungrouped conv
+            return hidden, weight, bias, 1
+        batch, _, height, width = hidden.shape
+        gathered = hidden.view(batch, n_views, self.hidden, height, width)
+        gathered = gathered.index_select(1, self.slot_source.flatten())
+        return gathered.view(batch, -1, height, width), weight, bias, n_views
+
+    def _shared_layer(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """Folded self + shared message conv on [h_i, mean_j h_j]: (input, weight, bias, groups)."""
+        n_views = self.n_views
+        batch, _, height, width = hidden.shape
+        per_view = hidden.view(batch, n_views, self.hidden, height, width)
+        mean = torch.einsum("ij,bjchw->bichw", self.adjacency / self.in_degree[:, None], per_view)
+        inputs = torch.cat([per_view, mean], dim=2).view(batch, -1, height, width)
+        gamma = self.gamma.view(n_views, 1, 1, 1, 1)
+        weight = torch.cat([self.self_weight, gamma * self.message_weight.expand_as(self.self_weight)], dim=2)
+        weight = weight.view(n_views * 2 * self.out_channels, 2 * self.hidden, *weight.shape[-2:])
+        bias = self.self_bias + (self.gamma * self.has_senders)[:, None] * self.message_bias
+        return inputs, weight, bias.flatten(), n_views
+
+    def forward(self, u: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``u [B, V, Cc, h, w]``, ``cond [B, 1|V, noise_channels, h, w]`` or None (zeros).
+
+        Returns ``(log_s_raw, t)``, each ``[B, V, Ct, h, w]``.
+        """
+        batch, n_views, _, height, width = u.shape
+        first_weight = self.first_weight
+        if cond is None or self.noise_channels == 0:
+            # A zero noise map contributes nothing (replicate padding keeps it zero): drop its weights.
+            first_weight = first_weight[:, :, : self.in_channels]
+            inputs = u.reshape(batch, -1, height, width)
+        else:
+            cond = cond.expand(batch, n_views, -1, height, width)
+            inputs = torch.cat([u, cond], dim=2).view(batch, -1, height, width)
+        first_weight = first_weight.reshape(n_views * self.hidden, -1, self.kernel_size, self.kernel_size)
+        hidden = F.relu(F.conv2d(self._pad(inputs), first_weight, self.first_bias.flatten(), groups=n_views))
+        hidden = self._pad(hidden)
+        if self.n_edges == 0:
+            weight = self.self_weight.flatten(0, 1)
+            inputs, bias, groups = hidden, self.self_bias.flatten(), n_views
+        elif self.message_weights == "per_edge":
+            inputs, weight, bias, groups = self._per_edge_layer(hidden)
+        else:
+            inputs, weight, bias, groups = self._shared_layer(hidden)
+        out = F.conv2d(inputs, weight, bias, groups=groups).view(batch, n_views, -1, height, width)
+        return out[:, :, : self.out_channels], out[:, :, self.out_channels :]
+
+    def extra_repr(self) -> str:
+        return (
+            f"in={self.in_channels}, out={self.out_channels}, views={self.n_views}, edges={self.n_edges}, "
+            f"k={self.kernel_size}, hidden={self.hidden}, noise={self.noise_channels}, "
+            f"messages={self.message_weights}"
+        )

@@ -1,0 +1,114 @@
+"""The feature cache: built once, memory-mapped, reused, invalidated by every key ingredient, self-healing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from multiflow_pl.data.dataset import CachedFeatureDataset, MultiViewImageDataset
+from multiflow_pl.data.features import FeatureCache
+from multiflow_pl.data.sample import MultiViewSample, ViewRecord
+from multiflow_pl.models.backbone import FeatureExtractor
+
+
+def make_samples(root: Path, write_image, n: int = 3, views=("C1", "C2", "C3")) -> list[MultiViewSample]:
+    samples = []
+    for i in range(n):
+        records = tuple(
+            ViewRecord(v, write_image(root / f"s{i}" / f"{v}.png", size=40, seed=10 * i + j), None, 0, "OK")
+            for j, v in enumerate(views)
+        )
+        samples.append(MultiViewSample(f"s{i}", "toy", 0, records))
+    return samples
+
+
+@pytest.fixture
+def extractor() -> FeatureExtractor:
+    return FeatureExtractor("resnet18", ["layer1"], input_size=32)
+
+
+def image_dataset(samples, extractor, **kwargs) -> MultiViewImageDataset:
+    return MultiViewImageDataset(samples, extractor.input_size, 0, extractor.feature_size, **kwargs)
+
+
+def entries(cache_dir: Path) -> list[str]:
+    return sorted(p.name for p in cache_dir.glob("*.json"))
+
+
+def test_cache_matches_direct_extraction_and_is_reused(tmp_path, write_image, extractor):
+    samples = make_samples(tmp_path / "img", write_image)
+    dataset = image_dataset(samples, extractor)
+    cache = FeatureCache(tmp_path / "cache", batch_size=2, show_progress=False)
+    features, foreground = cache.load_or_build(extractor, dataset)
+    assert isinstance(features, np.memmap)
+    assert features.shape == (3, 3, 64, 8, 8) and features.dtype == np.float16
+    assert foreground.shape == (3, 3, 8, 8) and foreground.min() == 1
+    direct = extractor(dataset[1]["images"])
+    assert torch.allclose(
+        torch.from_numpy(np.array(features[1], dtype=np.float32)), direct, atol=2e-2, rtol=1e-2
+    )
+    mtime = (tmp_path / "cache" / entries(tmp_path / "cache")[0]).stat().st_mtime_ns
+    again, _ = cache.load_or_build(extractor, dataset)
+    assert (tmp_path / "cache" / entries(tmp_path / "cache")[0]).stat().st_mtime_ns == mtime
+    assert np.array_equal(np.asarray(again), np.asarray(features))
+    assert not list((tmp_path / "cache").glob("*.tmp-*"))
+    cached = CachedFeatureDataset(samples, again, _, 0)
+    assert cached[2]["features"].shape == (3, 64, 8, 8)
+    assert "images" not in cached[2]
+
+
+def test_key_changes_with_each_ingredient(tmp_path, write_image, extractor):
+    samples = make_samples(tmp_path / "img", write_image)
+    cache = FeatureCache(tmp_path / "cache", show_progress=False)
+    base = cache.key(extractor, image_dataset(samples, extractor))
+    assert base == cache.key(extractor, image_dataset(samples, extractor))
+    other_seed = FeatureExtractor("resnet18", ["layer1"], input_size=32, init_seed=1)
+    other_layer = FeatureExtractor("resnet18", ["layer2"], input_size=32)
+    other_size = FeatureExtractor("resnet18", ["layer1"], input_size=64)
+    keys = {
+        cache.key(other_seed, image_dataset(samples, other_seed)),
+        cache.key(other_layer, image_dataset(samples, other_layer)),
+        cache.key(other_size, image_dataset(samples, other_size)),
+        cache.key(extractor, image_dataset(samples[:2], extractor)),
+        cache.key(extractor, image_dataset(samples, extractor, flip_views=["C2"])),
+        cache.key(extractor, image_dataset(samples, extractor, foreground="auto")),
+    }
+    assert base not in keys and len(keys) == 6
+    path = samples[0].views[0].image_path
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert cache.key(extractor, image_dataset(samples, extractor)) != base
+
+
+def test_corrupted_cache_is_rebuilt_with_a_warning(tmp_path, write_image, extractor):
+    samples = make_samples(tmp_path / "img", write_image)
+    dataset = image_dataset(samples, extractor)
+    cache = FeatureCache(tmp_path / "cache", show_progress=False)
+    good = np.array(cache.load_or_build(extractor, dataset)[0])
+    features_file = next((tmp_path / "cache").glob("*.features.npy"))
+    features_file.write_bytes(features_file.read_bytes()[:200])  # truncated
+    with pytest.warns(UserWarning, match="rebuilding"):
+        rebuilt, _ = cache.load_or_build(extractor, dataset)
+    assert np.array_equal(np.asarray(rebuilt), good)
+
+
+def test_interrupted_build_leaves_no_entry(tmp_path, write_image, extractor, monkeypatch):
+    samples = make_samples(tmp_path / "img", write_image)
+    dataset = image_dataset(samples, extractor)
+    cache = FeatureCache(tmp_path / "cache", batch_size=1, show_progress=False)
+    calls = {"n": 0}
+    real_forward = extractor.forward
+
+    def failing_forward(images):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_forward(images)
+
+    monkeypatch.setattr(extractor, "forward", failing_forward)
+    with pytest.raises(KeyboardInterrupt):
+        cache.load_or_build(extractor, dataset)
+    assert list((tmp_path / "cache").iterdir()) == []

@@ -1,0 +1,274 @@
+"""MultiViewFlow: invertibility, exact log-determinant, cross-view dependency, fast == naive, losses, size."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+
+from multiflow_pl.models.coupling import ViewPermutation, soft_clamp
+from multiflow_pl.models.flow import MultiViewFlow, noise_condition
+from multiflow_pl.models.graph import GRAPH_NAMES, reachable, view_graph
+
+_NAIVE_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "naive_flow.py"
+_spec = importlib.util.spec_from_file_location("naive_flow", _NAIVE_PATH)
+naive_flow = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(naive_flow)
+
+MODES = ("per_edge", "shared")
+V = 5
+
+
+def make_flow(graph="top_ring", mode="per_edge", dtype=torch.float32, channels=6, kernel_sizes=(3, 3), **kw):
+    """Tiny flow with nonzero gammas, so that messages are active."""
+    torch.manual_seed(0)
+    kw.setdefault("hidden", 8)
+    flow = MultiViewFlow(
+        channels, V, graph, n_blocks=len(kernel_sizes), kernel_sizes=kernel_sizes, message_weights=mode, **kw
+    )
+    flow = flow.to(dtype)
+    with torch.no_grad():
+        for coupling in flow.couplings:
+            for net in (coupling.subnet_a, coupling.subnet_b):
+                if net.n_edges:
+                    net.gamma.uniform_(0.5, 1.5)
+    return flow
+
+
+def features(batch=2, channels=6, size=(5, 4), dtype=torch.float32, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, V, channels, *size, generator=generator, dtype=dtype)
+    return noise_condition(x, generator=generator)
+
+
+def expected_parameters(channels, n_views, n_edges, mode, hidden, kernel_sizes, noise_channels):
+    """Analytic parameter count of MultiViewFlow."""
+    total = 0
+    for k in kernel_sizes:
+        for c_cond, c_out in (
+            (channels - channels // 2, channels // 2),
+            (channels // 2, channels - channels // 2),
+        ):
+            first = n_views * (hidden * (c_cond + noise_channels) * k * k + hidden)
+            second = n_views * (2 * c_out * hidden * k * k + 2 * c_out)
+            n_kernels = n_edges if mode == "per_edge" else min(n_edges, 1)
+            messages = n_kernels * (2 * c_out * hidden * k * k + 2 * c_out) + (n_views if n_edges else 0)
+            total += first + second + messages
+    return total
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("graph", GRAPH_NAMES)
+def test_inverse_recovers_input(graph, mode):
+    for dtype, atol in ((torch.float32, 1e-4), (torch.float64, 1e-9)):
+        flow = make_flow(graph, mode, dtype)
+        x, cond = features(dtype=dtype)
+        for c in (cond, None):
+            z, _ = flow(x, c)
+            assert not torch.allclose(z, x)
+            torch.testing.assert_close(flow.inverse(z, c), x, atol=atol, rtol=0)
+
+
+def _jacobian(flow, x, cond):
+    """Full Jacobian of z w.r.t. x for B=1: ``[V*C*h*w, V*C*h*w]`` and the flow's logdet ``[V, h, w]``."""
+    z_of_x = jacobian(lambda inp: flow(inp, cond)[0], x, vectorize=True)
+    n = x.numel()
+    return z_of_x.reshape(n, n), flow(x, cond)[1][0]
+
+
+@pytest.mark.parametrize(
+    ("graph", "mode"),
+    [("top_ring", "per_edge"), ("chain", "per_edge"), ("full", "shared"), ("none", "shared")],
+)
+def test_summed_logdet_equals_jacobian_slogdet(graph, mode):
+    flow = make_flow(graph, mode, torch.float64, channels=4, kernel_sizes=(3, 5))
+    x, cond = features(batch=1, channels=4, size=(3, 3), dtype=torch.float64)
+    jac, logdet = _jacobian(flow, x, cond)
+    sign, logabsdet = torch.linalg.slogdet(jac)
+    assert sign != 0
+    torch.testing.assert_close(logdet.sum(), logabsdet, atol=1e-8, rtol=0)
+
+
+def test_per_pixel_logdet_with_1x1_kernels():
+    flow = make_flow("top_ring", "per_edge", torch.float64, channels=4, kernel_sizes=(1, 1))
+    x, cond = features(batch=1, channels=4, size=(3, 2), dtype=torch.float64)
+    jac, logdet = _jacobian(flow, x, cond)
+    jac = jac.reshape(V * 4, 6, V * 4, 6)  # (view, channel), pixel, (view, channel), pixel
+    for p in range(6):
+        block = jac[:, p, :, p]
+        torch.testing.assert_close(
+            logdet.flatten(1)[:, p].sum(), torch.linalg.slogdet(block)[1], atol=1e-9, rtol=0
+        )
+        off_pixel = torch.cat([jac[:, p, :, :p], jac[:, p, :, p + 1 :]], dim=-1)
+        assert off_pixel.abs().max() == 0
+    # Views are coupled at each pixel: the per-pixel block is not block-diagonal over views.
+    assert jac[:4, 0, 4:8, 0].abs().max() > 0
+
+
+def _directed_graph():
+    adj = torch.zeros(V, V, dtype=torch.bool)
+    adj[1, 0] = adj[2, 1] = adj[3, 2] = True  # 0 -> 1 -> 2 -> 3, view 4 alone
+    return adj
+
+
+@pytest.mark.parametrize("n_blocks", [1, 2])
+@pytest.mark.parametrize("graph", [*GRAPH_NAMES, "directed"])
+def test_view_dependency_follows_graph(graph, n_blocks):
+    adj = _directed_graph() if graph == "directed" else view_graph(graph, V)
+    mode = "shared" if n_blocks == 2 else "per_edge"
+    flow = make_flow(adj, mode, torch.float64, channels=4, kernel_sizes=(3,) * n_blocks)
+    x, cond = features(batch=1, channels=4, size=(3, 3), dtype=torch.float64)
+    jac = jacobian(lambda inp: flow(inp, cond)[0], x, vectorize=True)  # [1, V, C, h, w, 1, V, C, h, w]
+    depends = jac[0, :, :, :, :, 0].abs().sum(dim=(1, 2, 3, 5, 6, 7)) > 1e-12  # [V (z view), V (x view)]
+    # Two hops per block: step a reads neighbours' b, step b reads neighbours' new a.
+    assert torch.equal(depends, reachable(adj, 2 * n_blocks))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_zero_gammas_give_independent_per_view_flows(mode):
+    torch.manual_seed(0)
+    linked = MultiViewFlow(6, V, "top_ring", n_blocks=2, hidden=8, kernel_sizes=(3, 3), message_weights=mode)
+    independent = MultiViewFlow(6, V, "none", n_blocks=2, hidden=8, kernel_sizes=(3, 3), message_weights=mode)
+    shared_keys = independent.state_dict().keys()
+    independent.load_state_dict({k: v for k, v in linked.state_dict().items() if k in shared_keys})
+    linked, independent = linked.double(), independent.double()
+    assert torch.count_nonzero(linked.gammas()) == 0
+    x, cond = features(dtype=torch.float64)
+    z, logdet = linked(x, cond)
+    z_ind, logdet_ind = independent(x, cond)
+    torch.testing.assert_close(z, z_ind, atol=1e-12, rtol=0)
+    torch.testing.assert_close(logdet, logdet_ind, atol=1e-12, rtol=0)
+    x_changed = x.clone()
+    x_changed[:, 2] += 1.0
+    z_changed, _ = linked(x_changed, cond)
+    others = [0, 1, 3, 4]
+    assert torch.equal(z_changed[:, others], z[:, others])
+    assert not torch.allclose(z_changed[:, 2], z[:, 2])
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("graph", GRAPH_NAMES)
+def test_fast_matches_naive(graph, mode):
+    flow = make_flow(graph, mode, kernel_sizes=(3, 5))
+    naive = naive_flow.NaiveMultiViewFlow(flow)
+    x, cond = features()
+    for c in (cond, None):
+        z, logdet = flow(x, c)
+        z_naive, logdet_naive = naive(x, c)
+        torch.testing.assert_close(z, z_naive, atol=1e-5, rtol=0)
+        torch.testing.assert_close(logdet, logdet_naive, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("noise_channels", [0, 2])
+def test_fast_matches_naive_with_other_noise_channels(noise_channels):
+    flow = make_flow("ring", "per_edge", noise_channels=noise_channels)
+    x, _ = features()
+    cond = torch.randn(2, V, noise_channels, 5, 4) if noise_channels else None  # per-view noise maps
+    z, logdet = flow(x, cond)
+    z_naive, logdet_naive = naive_flow.NaiveMultiViewFlow(flow)(x, cond)
+    torch.testing.assert_close(z, z_naive, atol=1e-5, rtol=0)
+    torch.testing.assert_close(logdet, logdet_naive, atol=1e-5, rtol=0)
+    torch.testing.assert_close(flow.inverse(z, cond), x, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("graph", "mode"), [("top_ring", "per_edge"), ("chain", "per_edge"), ("ring", "shared")]
+)
+def test_gradients_match_naive(graph, mode):
+    flow = make_flow(graph, mode, torch.float64)
+    x, cond = features(dtype=torch.float64)
+    grads = []
+    for model in (flow, naive_flow.NaiveMultiViewFlow(flow)):
+        flow.zero_grad()
+        z, logdet = model(x, cond)
+        (0.5 * z.pow(2).sum(2) - logdet).mean().backward()
+        grads.append({name: p.grad.clone() for name, p in flow.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-10, rtol=1e-8, msg=name)
+    assert grads[0]["couplings.0.subnet_a.gamma"].abs().min() > 0
+    assert grads[0]["couplings.0.subnet_b.message_weight"].abs().max() > 0
+
+
+def test_nll_and_loss():
+    flow = make_flow("top_ring", "per_edge")
+    x, cond = features()
+    z, logdet = flow(x, cond)
+    nll = flow.nll(x, cond)
+    assert nll.shape == (2, V, 5, 4)
+    torch.testing.assert_close(nll, (0.5 * z.pow(2).sum(2) - logdet) / 6)
+    torch.testing.assert_close(flow.loss(x, cond=cond), nll.mean())
+    torch.testing.assert_close(flow.loss(x, torch.ones(2, V, 5, 4), cond), nll.mean())
+    mask = torch.ones(2, V, 5, 4)
+    mask[:, 1] = 0
+    mask[0, :, :2] = 0
+    torch.testing.assert_close(flow.loss(x, mask, cond), (mask * nll).mean())
+    assert flow.loss(x, torch.zeros(2, V, 5, 4), cond) == 0
+    soft = torch.full((2, V, 5, 4), 0.5)
+    torch.testing.assert_close(
+        flow.loss(x, soft, cond), ((0.125 * z.pow(2).sum(2) - 0.5 * logdet) / 6).mean()
+    )
+    with pytest.raises(ValueError, match="mask"):
+        flow.loss(x, torch.ones(2, V, 4, 4))
+
+
+def test_soft_clamp_bounds_and_identity_near_zero():
+    s = torch.tensor([-1e6, -0.01, 0.0, 0.01, 1e6])
+    out = soft_clamp(s, 1.9)
+    assert out.abs().max() < 1.9 * 0.636 * torch.pi / 2 + 1e-6
+    torch.testing.assert_close(out[1:4], 0.636 * s[1:4], atol=1e-6, rtol=1e-3)
+
+
+def test_permutation_is_seeded_per_view_and_invertible():
+    perm = ViewPermutation(12, V, torch.Generator().manual_seed(3))
+    again = ViewPermutation(12, V, torch.Generator().manual_seed(3))
+    other = ViewPermutation(12, V, torch.Generator().manual_seed(4))
+    assert torch.equal(perm.perm, again.perm) and not torch.equal(perm.perm, other.perm)
+    assert len({tuple(p.tolist()) for p in perm.perm}) == V
+    x = torch.randn(2, V, 12, 3, 3)
+    y = perm(x)
+    assert torch.equal(y[:, 3], x[:, 3, perm.perm[3]])
+    assert torch.equal(perm.inverse(y), x)
+    assert {"perm", "inverse_perm"} <= set(perm.state_dict())
+
+
+def test_noise_condition_is_shared_over_views_and_channels():
+    x = torch.zeros(3, V, 4, 64, 64)
+    noisy, cond = noise_condition(x, generator=torch.Generator().manual_seed(0))
+    assert cond.shape == (3, 1, 1, 64, 64)
+    torch.testing.assert_close(noisy, cond.expand_as(x) / 20.0)
+    assert abs(noisy.std().item() - 0.15) < 0.01
+    again, _ = noise_condition(x, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(noisy, again)
+
+
+def test_gammas_accessor_and_input_validation():
+    flow = make_flow("top_ring", "per_edge")
+    assert flow.gammas().shape == (2, 2, V) and (flow.gammas() > 0).all()
+    assert torch.count_nonzero(make_flow("none").gammas()) == 0
+    x, cond = features()
+    with pytest.raises(ValueError, match="Expected features"):
+        flow(x[:, :4])
+    with pytest.raises(ValueError, match="Expected cond"):
+        flow(x, cond[:, :, :, :2])
+    with pytest.raises(ValueError, match="noise_channels=0"):
+        make_flow(noise_channels=0)(x, cond)
+    with pytest.raises(ValueError, match="self loops"):
+        MultiViewFlow(6, V, torch.ones(V, V, dtype=torch.bool), n_blocks=1, kernel_sizes=(3,))
+    with pytest.raises(ValueError, match="one kernel size per block"):
+        MultiViewFlow(6, V, "ring", n_blocks=2, kernel_sizes=(3,))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("graph", "noise_channels"), [("top_ring", 1), ("chain", 2), ("none", 0)])
+def test_parameter_count_formula(graph, mode, noise_channels):
+    flow = make_flow(graph, mode, channels=7, kernel_sizes=(3, 1), noise_channels=noise_channels)
+    n_edges = int(view_graph(graph, V).sum())
+    assert flow.n_parameters == expected_parameters(7, V, n_edges, mode, 8, (3, 1), noise_channels)
+
+
+def test_parameter_count_at_paper_settings():
+    expected = expected_parameters(304, 5, 16, "per_edge", 64, (3, 3, 3, 3, 3, 5), 1)
+    assert 63.5e6 < expected < 64.5e6
+    assert MultiViewFlow(304, 5, "top_ring").n_parameters == expected
