@@ -1,0 +1,595 @@
+"""Streaming anomaly-detection metrics at image, sample (multi-view) and pixel level.
+
+All curve metrics are computed from per-threshold counts ordered by score: the exact mode counts at every
+unique score, the binned mode counts in the bins of an :class:`ExpandingHistogram`, whose memory does not
+depend on the number of pixels. Image and sample metrics are always exact (one score per view image).
+
+Usage, once per evaluated category::
+
+    metrics = AnomalyMetrics(mode="binned")
+    for batch in loader:  # N = samples x views images per call
+        metrics.update(image_scores, image_labels, sample_keys, anomaly_maps, gt_masks)
+    metrics.sync_distributed()  # under DDP: every rank then holds the metrics of all ranks
+    results = metrics.compute()  # {"image_auroc": ..., "sample_auroc": ..., "pixel_aupro": ...}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from scipy import ndimage
+from torch import Tensor
+
+# ------------------------------------------------------------------------------------------------------
+# Curve metrics from per-threshold counts
+# ------------------------------------------------------------------------------------------------------
+
+
+def _undefined(name: str, reason: str) -> float:
+    warnings.warn(f"{name} is undefined ({reason}); returning NaN", RuntimeWarning, stacklevel=3)
+    return math.nan
+
+
+def _counts_from_top(counts: Tensor) -> Tensor:
+    """[C, K] counts per threshold in ascending score order -> [C, K+1] counts scoring at or above each
+    threshold, highest threshold first, after a leading zero column (threshold +inf)."""
+    from_top = counts.double().flip(-1).cumsum(-1)
+    return torch.cat([from_top.new_zeros(counts.shape[0], 1), from_top], dim=-1)
+
+
+def _trapezoid_up_to(x: Tensor, y: Tensor, x_limit: float) -> float:
+    """Area under the curve y(x) for x in [x[0], x_limit]; x [K] non-decreasing, y [K].
+
+    The curve is cut at exactly ``x_limit`` by linear interpolation between its neighbouring points.
+    """
+    n_inside = int(torch.searchsorted(x, torch.tensor([x_limit], dtype=x.dtype), right=True))
+    xs, ys = x[:n_inside], y[:n_inside]
+    if n_inside < x.numel() and xs[-1] < x_limit:
+        x0, x1, y0, y1 = x[n_inside - 1], x[n_inside], y[n_inside - 1], y[n_inside]
+        y_limit = y0 + (y1 - y0) * (x_limit - x0) / (x1 - x0)
+        xs = torch.cat([xs, xs.new_tensor([x_limit])])
+        ys = torch.cat([ys, y_limit.reshape(1)])
+    return float(torch.trapezoid(ys, xs))
+
+
+def _has_both_classes(neg: Tensor, pos: Tensor, name: str) -> bool:
+    if neg.sum() > 0 and pos.sum() > 0:
+        return True
+    _undefined(name, "only one class present")
+    return False
+
+
+def auroc_from_counts(neg: Tensor, pos: Tensor, name: str = "auroc") -> float:
+    """Area under the ROC curve; neg, pos [K] counts per threshold in ascending score order.
+
+    Ties (one threshold holding both classes) give a diagonal ROC segment, so constant scores give 0.5.
+    NaN with a warning naming ``name`` when a class is missing.
+    """
+    if not _has_both_classes(neg, pos, name):
+        return math.nan
+    fp, tp = _counts_from_top(torch.stack([neg, pos]))
+    return float(torch.trapezoid(tp / tp[-1], fp / fp[-1]))
+
+
+def _harmonic_segment(x: Tensor, n_terms: Tensor) -> Tensor:
+    """sum_{k=1}^{n_terms} 1 / (x + k) for x >= 0, elementwise (float64)."""
+    exact = torch.digamma(x + n_terms + 1) - torch.digamma(x + 1)
+    # for large x the digamma difference cancels; the midpoint rule is then accurate to ~1 / (12 x^2)
+    midpoint = torch.log1p(n_terms / (x + 0.5))
+    return torch.where(x > 1e4, midpoint, exact)
+
+
+def average_precision_from_counts(
+    neg: Tensor, pos: Tensor, name: str = "ap", interleave_ties: bool = False
+) -> float:
+    """Average precision sum over positives of the precision at their rank, divided by their number;
+    neg, pos [K] counts per threshold in ascending score order. NaN with a warning when a class is missing.
+
+    By default, as scikit-learn, the samples tied at a threshold all get the precision reached after the
+    whole tie group: sum_k (R_k - R_{k-1}) P_k. With ``interleave_ties`` the counts are histogram bins whose
+    samples are taken in random order: the k-th of a bin's p positives sits at its expected rank
+    k (p + n + 1) / (p + 1) among the bin's p + n samples and sees precision
+    (tp0 + k) / (n0 + k (p + n + 1) / (p + 1)), with tp0, n0 the true and all positives above the bin.
+    This is exact for bins holding one sample or only positives, and its error shrinks about
+    quadratically with the bin width (the default's linearly).
+    """
+    if not _has_both_classes(neg, pos, name):
+        return math.nan
+    fp, tp = _counts_from_top(torch.stack([neg, pos]))
+    tp_gain, fp_gain = tp.diff(), fp.diff()
+    if interleave_ties:
+        n_before, n_per_positive = tp[:-1] + fp[:-1], (tp_gain + fp_gain + 1) / (tp_gain + 1)
+        # sum over k = 1..p of (tp0 + k) / (n0 + k c) = p / c + (tp0 c - n0) / c^2 * sum 1 / (n0 / c + k)
+        harmonic = _harmonic_segment(n_before / n_per_positive, tp_gain)
+        tie_term = (tp[:-1] * n_per_positive - n_before) / n_per_positive**2 * harmonic
+        precision = (tp_gain / n_per_positive + tie_term) / tp_gain  # mean over the bin's positives
+    else:
+        precision = tp[1:] / (tp[1:] + fp[1:])
+    # thresholds without positives add no recall (and may have undefined precision): leave them out
+    return float(torch.where(tp_gain > 0, tp_gain / tp[-1] * precision, 0.0).sum())
+
+
+def f1_max_from_counts(neg: Tensor, pos: Tensor, name: str = "f1max") -> float:
+    """Maximum over thresholds of F1 = 2TP / (2TP + FP + FN); neg, pos [K] counts in ascending score order.
+    NaN with a warning when a class is missing."""
+    if not _has_both_classes(neg, pos, name):
+        return math.nan
+    fp, tp = _counts_from_top(torch.stack([neg, pos]))
+    return float((2 * tp / (tp + fp + tp[-1])).max())
+
+
+def aupro_from_counts(
+    neg: Tensor, region_mass: Tensor, n_regions: int, fpr_limit: float = 0.3, name: str = "aupro"
+) -> float:
+    """Area under the per-region-overlap curve up to ``fpr_limit``, divided by ``fpr_limit``.
+
+    Args:
+        neg: [K] normal-pixel counts per threshold, ascending score order (gives FPR).
+        region_mass: [K] sum over ground-truth regions r of (r's pixels at this threshold) / |r|.
+        n_regions: number of ground-truth regions R; PRO(t) = (region mass at or above t) / R.
+        fpr_limit: upper FPR integration limit; the curve is interpolated at exactly this FPR.
+    """
+    if n_regions == 0:
+        return _undefined(name, "no ground-truth regions")
+    if neg.sum() == 0:
+        return _undefined(name, "no normal pixels")
+    fp, mass = _counts_from_top(torch.stack([neg.double(), region_mass.double()]))
+    return _trapezoid_up_to(fp / fp[-1], mass / n_regions, fpr_limit) / fpr_limit
+
+
+def _tally_by_unique_score(
+    scores: Tensor, positive: Tensor, positive_weights: Tensor | None = None
+) -> Tensor:
+    """Exact per-threshold counts: scores [M], positive [M] bool, positive_weights [n_positive] or None ->
+    [2 or 3, K] float64 rows (negatives, positives[, summed weights of positives]) at the K unique scores
+    in ascending order."""
+    unique_scores, inverse = torch.unique(scores, sorted=True, return_inverse=True)
+    n_unique = unique_scores.numel()
+    total = torch.bincount(inverse, minlength=n_unique)
+    positive_inverse = inverse[positive]
+    pos = torch.bincount(positive_inverse, minlength=n_unique)
+    rows = [(total - pos).double(), pos.double()]
+    if positive_weights is not None:
+        rows.append(torch.bincount(positive_inverse, weights=positive_weights.double(), minlength=n_unique))
+    return torch.stack(rows)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Histogram over an unbounded score range
+# ------------------------------------------------------------------------------------------------------
+
+
+class ExpandingHistogram:
+    """Histogram with a fixed number of bins on the global grid {k * 2**exponent : k integer}.
+
+    Bin i of the window holds values in [(start + i) * 2**exponent, (start + i + 1) * 2**exponent). Values
+    outside the window move it; when the occupied range no longer fits in ``n_bins`` bins, the exponent
+    grows (merging aligned pairs of bins, an exact re-binning). As every histogram lives on the same global
+    grid, two histograms merge exactly at the larger of their exponents. The first values set the finest
+    exponent that fits them, so the final bin width is below 2 * (value range) / (n_bins - 1).
+
+    Attributes:
+        counts: [channels, n_bins] float64 sums of weights per bin.
+    """
+
+    _MIN_EXPONENT = -100  # keeps 2**-exponent a normal float
+    _MANTISSA_BITS = 40  # bins finer than |value| * 2**-40 resolve nothing a float32 score can hold
+
+    def __init__(self, n_bins: int, channels: int) -> None:
+        self.n_bins = n_bins
+        self.counts = torch.zeros(channels, n_bins, dtype=torch.float64)
+        self.exponent: int | None = None  # None while empty
+        self.start = 0
+
+    def add(self, values: Tensor, channel: int, weights: Tensor | None = None) -> None:
+        """Add values [M] (weights [M], default 1) to one channel, moving or coarsening the grid as needed."""
+        if values.numel() == 0:
+            return
+        values = values.double()
+        if self.is_empty:
+            self.exponent = None  # nothing to keep: restart at the finest grid that fits the new values
+        self._cover(float(values.min()), float(values.max()))
+        local = self._grid_index(values, self.exponent) - self.start
+        weights = None if weights is None else weights.double()
+        self.counts[channel] += torch.bincount(local, weights=weights, minlength=self.n_bins)
+
+    def merge(self, other: ExpandingHistogram) -> None:
+        """Add the counts of ``other`` (same n_bins and channels), re-binned onto a common grid."""
+        if other.is_empty:
+            return
+        if self.is_empty:
+            self.exponent, self.start, self.counts = other.exponent, other.start, other.counts.clone()
+            return
+        exponent = max(self.exponent, other.exponent)
+        low_a, high_a = self._occupied(exponent)
+        low_b, high_b = other._occupied(exponent)
+        exponent, start = self._fit(exponent, min(low_a, low_b), max(high_a, high_b))
+        self.counts = self._regridded(exponent, start) + other._regridded(exponent, start)
+        self.exponent, self.start = exponent, start
+
+    @property
+    def is_empty(self) -> bool:
+        return self.exponent is None or not bool(self.counts.any())
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """counts [channels, n_bins] and grid [2] = (exponent, start), or grid [0] while empty."""
+        grid = [] if self.exponent is None else [self.exponent, self.start]
+        return {"counts": self.counts.clone(), "grid": torch.tensor(grid, dtype=torch.int64)}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if tuple(state["counts"].shape) != tuple(self.counts.shape):
+            raise ValueError(
+                f"histogram state of shape {tuple(state['counts'].shape)} does not match "
+                f"{tuple(self.counts.shape)}"
+            )
+        self.counts = state["counts"].double().clone()
+        grid = state["grid"].tolist()
+        self.exponent, self.start = (None, 0) if not grid else (int(grid[0]), int(grid[1]))
+
+    @staticmethod
+    def _grid_index(values: Tensor, exponent: int) -> Tensor:
+        """Global bin index floor(value / 2**exponent) (exact: scaling by a power of two does not round)."""
+        return torch.floor(values * 2.0**-exponent).long()
+
+    def _initial_exponent(self, low: float, high: float) -> int:
+        span_bits = math.frexp(high - low)[1]  # high - low < 2**span_bits
+        exponent = span_bits - self.n_bins.bit_length() - 1 if high > low else self._MIN_EXPONENT
+        magnitude_bits = math.frexp(max(abs(low), abs(high)))[1]
+        return max(exponent, magnitude_bits - self._MANTISSA_BITS, self._MIN_EXPONENT)
+
+    def _fit(self, exponent: int, low_index: int, high_index: int) -> tuple[int, int]:
+        """Smallest exponent >= ``exponent`` whose window holds global indices [low, high] (given at
+        ``exponent``), and the window start that centres them."""
+        while high_index - low_index + 1 > self.n_bins:
+            exponent, low_index, high_index = exponent + 1, low_index >> 1, high_index >> 1
+        return exponent, low_index - (self.n_bins - (high_index - low_index + 1)) // 2
+
+    def _occupied(self, exponent: int) -> tuple[int, int]:
+        """Global indices (at ``exponent`` >= self.exponent) of the lowest and highest non-empty bins."""
+        occupied = torch.nonzero(self.counts.any(dim=0)).flatten()
+        shift = exponent - self.exponent
+        return (self.start + int(occupied[0])) >> shift, (self.start + int(occupied[-1])) >> shift
+
+    def _cover(self, low: float, high: float) -> None:
+        """Move/coarsen the window so that it holds [low, high] and all current counts."""
+        if self.exponent is None:
+            exponent = self._initial_exponent(low, high)
+            scale = 2.0**-exponent
+            self.exponent, self.start = self._fit(exponent, math.floor(low * scale), math.floor(high * scale))
+            return
+        scale = 2.0**-self.exponent
+        low_index, high_index = math.floor(low * scale), math.floor(high * scale)
+        if low_index >= self.start and high_index < self.start + self.n_bins:
+            return
+        occupied_low, occupied_high = self._occupied(self.exponent)
+        exponent, start = self._fit(
+            self.exponent, min(low_index, occupied_low), max(high_index, occupied_high)
+        )
+        self.counts = self._regridded(exponent, start)
+        self.exponent, self.start = exponent, start
+
+    def _regridded(self, exponent: int, start: int) -> Tensor:
+        """Counts [channels, n_bins] moved onto the window (exponent >= self.exponent, start); every
+        non-empty bin must land inside it."""
+        global_index = self.start + torch.arange(self.n_bins, dtype=torch.int64)
+        local = torch.bitwise_right_shift(global_index, min(exponent - self.exponent, 63)) - start
+        occupied = self.counts.any(dim=0)
+        if occupied.any() and (local[occupied].min() < 0 or local[occupied].max() >= self.n_bins):
+            raise RuntimeError("internal error: re-binned histogram does not fit its window")
+        regridded = torch.zeros_like(self.counts)
+        regridded.index_add_(1, local[occupied], self.counts[:, occupied])
+        return regridded
+
+
+# ------------------------------------------------------------------------------------------------------
+# Input handling
+# ------------------------------------------------------------------------------------------------------
+
+
+def _region_sizes(masks: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, int]:
+    """masks [N, H, W] bool -> (size of its region for every mask pixel in C order [n_mask_pixels] int64,
+    number of regions). Regions are the connected components of each image's mask."""
+    labels, n_regions = ndimage.label(masks, structure=structure)
+    return np.bincount(labels.ravel())[labels[masks]], n_regions
+
+
+def _key_ids(keys: Sequence[str]) -> Tensor:
+    """Sample keys -> [N] int64 ids (64-bit BLAKE2b; collisions are negligible for any dataset size)."""
+    digests = (hashlib.blake2b(key.encode(), digest_size=8).digest() for key in keys)
+    return torch.tensor([int.from_bytes(d, "little", signed=True) for d in digests], dtype=torch.int64)
+
+
+def _as_cpu_tensor(value: Tensor | np.ndarray | Sequence) -> Tensor:
+    return torch.as_tensor(value).detach().cpu()
+
+
+def _check_binary(tensor: Tensor, name: str) -> None:
+    if tensor.dtype == torch.bool:
+        return
+    if tensor.is_floating_point() or tensor.is_complex():
+        raise ValueError(f"{name} must hold 0/1 as bool or integers, got dtype {tensor.dtype}")
+    if ((tensor != 0) & (tensor != 1)).any():
+        raise ValueError(
+            f"{name} must hold 0/1 as bool or integers, got values {tensor.unique().tolist()[:8]}"
+        )
+
+
+def _check_finite(tensor: Tensor, name: str) -> None:
+    if not tensor.is_floating_point():
+        raise ValueError(f"{name} must be floating point scores, got dtype {tensor.dtype}")
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} contains NaN or infinite scores")
+
+
+# ------------------------------------------------------------------------------------------------------
+# The metric collection
+# ------------------------------------------------------------------------------------------------------
+
+
+class AnomalyMetrics:
+    """Image, sample and pixel anomaly-detection metrics, accumulated batch by batch.
+
+    Args:
+        mode: ``"binned"`` (pixel metrics from histograms; memory independent of the number of pixels) or
+            ``"exact"`` (keeps every pixel score; for small sets and tests).
+        n_bins: histogram bins in binned mode.
+        pixel_metrics: compute pixel_auroc, pixel_ap and pixel_aupro (then ``update`` needs maps and masks).
+        aupro_fpr_limit: FPR up to which the per-region-overlap curve is integrated (then normalised).
+        connectivity: 8 or 4, the pixel neighbourhood that joins mask pixels into one ground-truth region.
+
+    ``compute()`` keys: image_auroc, image_ap, image_f1max (over all view images); sample_auroc, sample_ap
+    (sample score = max over its views' image scores, sample label = max of its views' labels);
+    sample_auroc_mean, sample_ap_mean (mean over views); pixel_auroc, pixel_ap, pixel_aupro.
+    A metric whose set lacks a class (or, for AUPRO, ground-truth regions) is NaN with a warning.
+    Binned pixel curves treat the pixels of a bin as tied: ROC and PRO curves run straight through a bin,
+    and AP interleaves a bin's positives and negatives (see ``average_precision_from_counts``).
+
+    All state lives on the CPU as tensors (``state_dict``): per-view lists that concatenate and, in binned
+    mode, histograms that merge exactly (``merge``); ``sync_distributed`` gathers them over DDP ranks.
+    """
+
+    def __init__(
+        self,
+        mode: Literal["binned", "exact"] = "binned",
+        n_bins: int = 2**16,
+        pixel_metrics: bool = True,
+        aupro_fpr_limit: float = 0.3,
+        connectivity: Literal[4, 8] = 8,
+    ) -> None:
+        if mode not in ("binned", "exact"):
+            raise ValueError(f"mode must be 'binned' or 'exact', got {mode!r}")
+        if n_bins < 16:
+            raise ValueError(f"n_bins must be at least 16, got {n_bins}")
+        if not 0.0 < aupro_fpr_limit <= 1.0:
+            raise ValueError(f"aupro_fpr_limit must be in (0, 1], got {aupro_fpr_limit}")
+        if connectivity not in (4, 8):
+            raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
+        self.mode = mode
+        self.n_bins = n_bins
+        self.pixel_metrics = pixel_metrics
+        self.aupro_fpr_limit = aupro_fpr_limit
+        self.connectivity = connectivity
+        # Regions never connect across the batch axis: only the middle plane of the 3-D structure is set.
+        self._structure = np.zeros((3, 3, 3), dtype=bool)
+        self._structure[1] = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all accumulated data."""
+        self._image_scores: list[Tensor] = []  # [N] float64 per update
+        self._image_labels: list[Tensor] = []  # [N] int64
+        self._sample_ids: list[Tensor] = []  # [N] int64 hashes of the sample keys
+        self._n_regions = 0
+        # exact mode, per update: pixel scores [N*H*W] float, their regions' sizes [N*H*W] int32 (0: normal)
+        self._pixel_scores: list[Tensor] = []
+        self._pixel_region_sizes: list[Tensor] = []
+        self._histogram = ExpandingHistogram(self.n_bins, channels=3)  # binned: negatives, positives, regions
+
+    def update(
+        self,
+        image_scores: Tensor | np.ndarray,
+        image_labels: Tensor | np.ndarray,
+        sample_keys: Sequence[str],
+        anomaly_maps: Tensor | np.ndarray | None = None,
+        gt_masks: Tensor | np.ndarray | None = None,
+    ) -> None:
+        """Add N view images.
+
+        Args:
+            image_scores: [N] float image anomaly scores.
+            image_labels: [N] 0/1 view labels.
+            sample_keys: N sample keys; the views of one sample share a key (also across calls).
+            anomaly_maps: [N, H, W] float pixel scores at the evaluation size (required with pixel metrics).
+            gt_masks: [N, H, W] bool or 0/1 ground-truth masks (required with pixel metrics).
+        """
+        scores = _as_cpu_tensor(image_scores)
+        labels = _as_cpu_tensor(image_labels)
+        if scores.ndim != 1:
+            raise ValueError(f"image_scores must have shape [N], got {tuple(scores.shape)}")
+        n_images = scores.numel()
+        _check_finite(scores, "image_scores")
+        if tuple(labels.shape) != (n_images,):
+            raise ValueError(
+                f"image_labels must have shape [{n_images}] like image_scores, got {tuple(labels.shape)}"
+            )
+        _check_binary(labels, "image_labels")
+        if isinstance(sample_keys, str) or len(sample_keys) != n_images:
+            raise ValueError(f"sample_keys must be a sequence of {n_images} strings (one per image)")
+        if not all(isinstance(key, str) for key in sample_keys):
+            raise ValueError("sample_keys must hold strings")
+        if self.pixel_metrics:
+            maps, masks = self._checked_pixels(anomaly_maps, gt_masks, n_images)
+            self._update_pixels(maps, masks.bool())
+        self._image_scores.append(scores.to(torch.float64, copy=True))
+        self._image_labels.append(labels.to(torch.int64, copy=True))
+        self._sample_ids.append(_key_ids(sample_keys))
+
+    def _checked_pixels(
+        self, anomaly_maps: Tensor | np.ndarray | None, gt_masks: Tensor | np.ndarray | None, n_images: int
+    ) -> tuple[Tensor, Tensor]:
+        if anomaly_maps is None or gt_masks is None:
+            raise ValueError("anomaly_maps and gt_masks are required when pixel_metrics=True")
+        maps = _as_cpu_tensor(anomaly_maps)
+        masks = _as_cpu_tensor(gt_masks)
+        if maps.ndim != 3 or maps.shape[0] != n_images:
+            raise ValueError(f"anomaly_maps must have shape [N={n_images}, H, W], got {tuple(maps.shape)}")
+        if masks.shape != maps.shape:
+            raise ValueError(
+                f"gt_masks must have the shape of anomaly_maps {tuple(maps.shape)}, got {tuple(masks.shape)}"
+            )
+        _check_finite(maps, "anomaly_maps")
+        _check_binary(masks, "gt_masks")
+        return maps, masks
+
+    def _update_pixels(self, maps: Tensor, masks: Tensor) -> None:
+        """maps [N, H, W] float, masks [N, H, W] bool."""
+        region_sizes, n_regions = _region_sizes(masks.numpy(), self._structure)
+        region_sizes = torch.from_numpy(region_sizes)
+        self._n_regions += n_regions
+        scores, positive = maps.reshape(-1), masks.reshape(-1)
+        if self.mode == "exact":
+            dense_sizes = torch.zeros(scores.numel(), dtype=torch.int32)
+            dense_sizes[positive] = region_sizes.int()
+            score_dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
+            self._pixel_scores.append(scores.to(score_dtype, copy=True))
+            self._pixel_region_sizes.append(dense_sizes)
+        else:
+            positive_scores = scores[positive]
+            self._histogram.add(scores[~positive], channel=0)
+            self._histogram.add(positive_scores, channel=1)
+            self._histogram.add(positive_scores, channel=2, weights=1.0 / region_sizes.double())
+
+    def compute(self) -> dict[str, float]:
+        """All metrics as floats (NaN with a warning where undefined; pixel keys only with pixel metrics)."""
+        state = self.state_dict()
+        scores, labels = state["image_scores"], state["image_labels"]
+        image_counts = _tally_by_unique_score(scores, labels.bool())
+        results = {
+            "image_auroc": auroc_from_counts(*image_counts, name="image_auroc"),
+            "image_ap": average_precision_from_counts(*image_counts, name="image_ap"),
+            "image_f1max": f1_max_from_counts(*image_counts, name="image_f1max"),
+        }
+        sample_ids, sample_index = torch.unique(state["sample_ids"], return_inverse=True)
+        n_samples = sample_ids.numel()
+        sample_labels = torch.zeros(n_samples, dtype=torch.int64).scatter_reduce_(
+            0, sample_index, labels, "amax", include_self=False
+        )
+        max_scores = torch.zeros(n_samples, dtype=torch.float64).scatter_reduce_(
+            0, sample_index, scores, "amax", include_self=False
+        )
+        view_counts = torch.bincount(sample_index, minlength=n_samples)
+        mean_scores = (
+            torch.zeros(n_samples, dtype=torch.float64).index_add_(0, sample_index, scores) / view_counts
+        )
+        for suffix, sample_scores in (("", max_scores), ("_mean", mean_scores)):
+            counts = _tally_by_unique_score(sample_scores, sample_labels.bool())
+            results[f"sample_auroc{suffix}"] = auroc_from_counts(*counts, name=f"sample_auroc{suffix}")
+            results[f"sample_ap{suffix}"] = average_precision_from_counts(*counts, name=f"sample_ap{suffix}")
+        if self.pixel_metrics:
+            results.update(self._compute_pixels(state))
+        return results
+
+    def _compute_pixels(self, state: dict[str, Tensor]) -> dict[str, float]:
+        if self.mode == "exact":
+            sizes = state["pixel_region_sizes"]
+            positive = sizes > 0
+            neg, pos, region_mass = _tally_by_unique_score(
+                state["pixel_scores"], positive, 1 / sizes[positive].double()
+            )
+        else:
+            neg, pos, region_mass = self._histogram.counts
+        n_regions = int(state["n_regions"])
+        return {
+            "pixel_auroc": auroc_from_counts(neg, pos, name="pixel_auroc"),
+            "pixel_ap": average_precision_from_counts(
+                neg, pos, name="pixel_ap", interleave_ties=self.mode == "binned"
+            ),
+            "pixel_aupro": aupro_from_counts(
+                neg, region_mass, n_regions, self.aupro_fpr_limit, "pixel_aupro"
+            ),
+        }
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """All accumulated data as CPU tensors.
+
+        image_scores [M] float64, image_labels [M] int64, sample_ids [M] int64, n_regions [] int64;
+        exact mode: pixel_scores [P] float, pixel_region_sizes [P] int32 (0 = normal pixel);
+        binned mode: histogram_counts [3, n_bins] float64 (negatives, positives, region mass),
+        histogram_grid [2] or [0] int64.
+        """
+
+        def cat(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
+            return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)
+
+        state = {
+            "image_scores": cat(self._image_scores, torch.float64),
+            "image_labels": cat(self._image_labels, torch.int64),
+            "sample_ids": cat(self._sample_ids, torch.int64),
+            "n_regions": torch.tensor(self._n_regions, dtype=torch.int64),
+        }
+        if self.mode == "exact":
+            state["pixel_scores"] = cat(self._pixel_scores, torch.float32)
+            state["pixel_region_sizes"] = cat(self._pixel_region_sizes, torch.int32)
+        else:
+            histogram = self._histogram.state_dict()
+            state["histogram_counts"], state["histogram_grid"] = histogram["counts"], histogram["grid"]
+        return state
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Replace the accumulated data by ``state`` (from ``state_dict`` of an equally configured object)."""
+        self.reset()
+        self._image_scores = [state["image_scores"].double()]
+        self._image_labels = [state["image_labels"].long()]
+        self._sample_ids = [state["sample_ids"].long()]
+        self._n_regions = int(state["n_regions"])
+        if self.mode == "exact":
+            self._pixel_scores = [state["pixel_scores"]]
+            self._pixel_region_sizes = [state["pixel_region_sizes"].int()]
+        else:
+            self._histogram.load_state_dict(
+                {"counts": state["histogram_counts"], "grid": state["histogram_grid"]}
+            )
+
+    def merge(self, other: AnomalyMetrics) -> None:
+        """Add the data accumulated by ``other`` (same mode, n_bins and connectivity) to this object."""
+        if (other.mode, other.n_bins, other.connectivity, other.pixel_metrics) != (
+            self.mode,
+            self.n_bins,
+            self.connectivity,
+            self.pixel_metrics,
+        ):
+            raise ValueError(
+                "cannot merge AnomalyMetrics with a different mode, n_bins, connectivity or pixel_metrics"
+            )
+        self._image_scores += other._image_scores
+        self._image_labels += other._image_labels
+        self._sample_ids += other._sample_ids
+        self._n_regions += other._n_regions
+        self._pixel_scores += other._pixel_scores
+        self._pixel_region_sizes += other._pixel_region_sizes
+        self._histogram.merge(other._histogram)
+
+    def sync_distributed(self, group: dist.ProcessGroup | None = None) -> None:
+        """Replace the local data by the data of all ranks (a collective call: every rank must call it,
+        once, before ``compute``). Does nothing outside an initialised process group of several ranks."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
+            return
+        states: list[dict[str, Tensor] | None] = [None] * dist.get_world_size(group)
+        dist.all_gather_object(states, self.state_dict(), group=group)
+        self.reset()
+        for state in states:
+            rank_metrics = self._empty_like()
+            rank_metrics.load_state_dict(state)
+            self.merge(rank_metrics)
+
+    def _empty_like(self) -> AnomalyMetrics:
+        return AnomalyMetrics(
+            self.mode, self.n_bins, self.pixel_metrics, self.aupro_fpr_limit, self.connectivity
+        )
