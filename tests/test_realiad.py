@@ -227,7 +227,7 @@ def test_missing_root(tmp_path: Path) -> None:
         load_samples(tmp_path / "no_such_root", CATEGORY)
 
 
-@pytest.mark.parametrize(("argument", "value"), [("split", "val"), ("resolution", "128")])
+@pytest.mark.parametrize(("argument", "value"), [("split", "val"), ("resolution", "4k")])
 def test_bad_split_or_resolution(standard: Path, argument: str, value: str) -> None:
     with pytest.raises(DatasetError, match=f"Unknown {argument} '{value}'"):
         load_samples(standard, CATEGORY, **{argument: value})

@@ -85,7 +85,8 @@ def load_samples(
         category: a category with a ``<category>.json`` in ``json_dir``.
         split: ``"train"`` or ``"test"``.
         json_dir: one of :data:`JSON_SETS` (or any name) under ``root``, or an absolute path.
-        resolution: one of :data:`RESOLUTIONS`; picks the image folder ``realiad_<resolution>``.
+        resolution: one of :data:`RESOLUTIONS` (or another pixel size, for synthetic sets); picks the
+            image folder ``realiad_<resolution>``.
         drop_incomplete: skip (with a warning) samples lacking a view instead of raising.
         check_files: check that every image and mask listed exists.
 
@@ -93,7 +94,8 @@ def load_samples(
     """
     require_choice("split", split, SPLITS)
     resolution = str(resolution)
-    require_choice("resolution", resolution, RESOLUTIONS)
+    if not resolution.isdigit():  # Real-IAD ships RESOLUTIONS; a synthetic set may use any pixel size
+        require_choice("resolution", resolution, RESOLUTIONS)
     root = _existing_root(root)
     json_path = find_json(root, category, json_dir)
     entries, normal_class = _read_split(json_path, split)
