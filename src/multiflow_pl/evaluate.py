@@ -1,7 +1,8 @@
-"""Re-evaluate a checkpoint: ``python -m multiflow_pl.evaluate ckpt_path=PATH [data.root=... data.category=...]``.
+"""Re-evaluate a checkpoint: ``python -m multiflow_pl.evaluate ckpt_path=PATH [data.root=...]``.
 
 The model, backbone and data settings are read from the checkpoint (saved by ``multiflow_pl.train``);
-``data.*`` given on the command line override the saved data settings, e.g. to test on another copy of the data.
+``data.*`` given on the command line override the saved data settings, e.g. to test on another copy of
+the data.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from multiflow_pl.data.datamodule import MultiViewDataModule
 from multiflow_pl.evaluation.export import write_metrics_json, write_score_tables
+from multiflow_pl.evaluation.metrics import sample_auroc_by_class
 from multiflow_pl.models.module import MultiFlowModule
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,18 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 
 def test_and_export(
-    trainer: L.Trainer, module: MultiFlowModule, datamodule: MultiViewDataModule, run_dir: Path, seed: int | None
+    trainer: L.Trainer,
+    module: MultiFlowModule,
+    datamodule: MultiViewDataModule,
+    run_dir: Path,
+    seed: int | None,
 ) -> dict:
     """Run the test loop and write metrics.json and the score tables into ``run_dir``."""
     trainer.test(module, datamodule=datamodule, verbose=False)
     if not trainer.is_global_zero:
         return module.test_results
-    record = write_metrics_json(run_dir / "metrics.json", module.test_results, datamodule.category, seed)
+    results = {**module.test_results, **sample_auroc_by_class(module.view_records)}
+    record = write_metrics_json(run_dir / "metrics.json", results, datamodule.category, seed)
     write_score_tables(run_dir, module.view_records)
     print_results(record)
     return record
@@ -58,7 +64,8 @@ def print_results(record: dict) -> None:
     table = Table(title=f"Multi-Flow results: {record.get('category')} (seed {record.get('seed')})")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in RESULT_KEYS:
+    per_class = sorted(k for k in record if k.startswith("sample_auroc_") and k != "sample_auroc_mean")
+    for key in (*RESULT_KEYS, *per_class):
         value = record.get(key)
         table.add_row(key, "n/a" if value is None else f"{100 * value:.1f}")
     Console().print(table)

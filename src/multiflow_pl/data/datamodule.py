@@ -28,7 +28,8 @@ class MultiViewDataModule(L.LightningDataModule):
         format: "realiad" (Real-IAD and the synthetic benchmark) or "folder" (own rigs).
         json_dir, resolution, drop_incomplete: Real-IAD reader options (see ``realiad.load_samples``).
         views: own-rig view names in order (None: natural sort of the file stems found).
-        generate: synthetic-benchmark settings; when given, the benchmark is generated under ``root`` if absent.
+        generate: synthetic-benchmark settings; when given, the benchmark is generated under ``root``
+            if absent.
         flip_views: views flipped horizontally at load time, either a list or a mapping category -> list.
         foreground: "none", "auto" or "folder" (with ``foreground_dir``).
         eval_size: side of ground-truth masks and anomaly maps for pixel metrics.
@@ -95,7 +96,12 @@ class MultiViewDataModule(L.LightningDataModule):
         from multiflow_pl.data.realiad import load_samples
 
         return load_samples(
-            self.root, self.category, split, self.json_dir, self.resolution, drop_incomplete=self.drop_incomplete
+            self.root,
+            self.category,
+            split,
+            self.json_dir,
+            self.resolution,
+            drop_incomplete=self.drop_incomplete,
         )
 
     def prepare_data(self) -> None:
@@ -114,7 +120,9 @@ class MultiViewDataModule(L.LightningDataModule):
     def build_dataset(self, split: str) -> Dataset:
         """Image or cached-feature dataset of a split."""
         if self.feature_extractor is None:
-            raise RuntimeError("MultiViewDataModule needs feature_extractor (the model's backbone) to set up.")
+            raise RuntimeError(
+                "MultiViewDataModule needs feature_extractor (the model's backbone) to set up."
+            )
         samples = self.index(split)
         if not samples:
             raise ValueError(f"No {split} samples for category {self.category!r} under {self.root}")
@@ -128,7 +136,9 @@ class MultiViewDataModule(L.LightningDataModule):
             foreground=self.foreground,
             foreground_dir=self.foreground_dir,
         )
-        log.info("%s split of %s: %d samples x %d views", split, self.category, len(samples), len(samples[0].views))
+        log.info(
+            "%s split of %s: %d samples x %d views", split, self.category, len(samples), len(samples[0].views)
+        )
         if not self.cache_features:
             return images
         if self.cache is None:

@@ -5,7 +5,8 @@ Every item is a dict:
     features    [V,C,h,w] float               (cached-feature datasets only)
     foreground  [V,h,w]   float in {0,1}      (ones when foreground masking is off)
     masks       [V,1,M,M] float in {0,1}      ground truth at the evaluation size M
-    view_labels [V] long, label [] long, index [] long, key str, image_paths list[str] (V)
+    view_labels [V] long, label [] long, index [] long, key str, anomaly_class str (the sample's defect code),
+    image_paths list[str] (V)
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ class MultiViewImageDataset(Dataset):
         sample = self.samples[index]
         flips = [view.view in self.flip_views for view in sample.views]
         images = torch.stack(
-            [read_image(v.image_path, self.image_size, flip) for v, flip in zip(sample.views, flips, strict=True)]
+            [
+                read_image(v.image_path, self.image_size, flip)
+                for v, flip in zip(sample.views, flips, strict=True)
+            ]
         )
         item = _labels_and_masks(sample, index, self.mask_size, flips)
         item["images"] = images
@@ -123,6 +127,7 @@ def _labels_and_masks(sample: MultiViewSample, index: int, mask_size: int, flips
         "label": torch.tensor(sample.label, dtype=torch.long),
         "index": torch.tensor(index, dtype=torch.long),
         "key": sample.key,
+        "anomaly_class": sample.anomaly_class,
         "image_paths": [str(v.image_path) for v in sample.views],
     }
     if mask_size:

@@ -593,3 +593,34 @@ class AnomalyMetrics:
         return AnomalyMetrics(
             self.mode, self.n_bins, self.pixel_metrics, self.aupro_fpr_limit, self.connectivity
         )
+
+
+def exact_auroc(scores: Tensor, labels: Tensor, name: str = "auroc") -> float:
+    """Exact AUROC of scores [M] against 0/1 labels [M] (NaN with a warning for a one-class set)."""
+    counts = _tally_by_unique_score(scores.double(), labels.bool())
+    return auroc_from_counts(counts[0], counts[1], name)
+
+
+def sample_auroc_by_class(view_records: Sequence[dict]) -> dict[str, float]:
+    """Sample AUROC (max over views) of each defect class against all normal samples.
+
+    Args:
+        view_records: one dict per view image with ``key``, ``sample_label``, ``sample_class`` and
+            ``image_score``.
+
+    Returns:
+        ``{"sample_auroc_<CLASS>": auroc}`` for every anomalous class present.
+    """
+    samples: dict[str, tuple[float, int, str]] = {}
+    for record in view_records:
+        best = samples.get(record["key"], (-math.inf,))[0]
+        score = max(best, record["image_score"])
+        samples[record["key"]] = (score, record["sample_label"], record["sample_class"])
+    normal = [score for score, label, _ in samples.values() if label == 0]
+    results = {}
+    for cls in sorted({c for _, label, c in samples.values() if label == 1}):
+        anomalous = [score for score, label, c in samples.values() if label == 1 and c == cls]
+        scores = torch.tensor(normal + anomalous)
+        labels = torch.cat([torch.zeros(len(normal)), torch.ones(len(anomalous))])
+        results[f"sample_auroc_{cls}"] = exact_auroc(scores, labels, f"sample_auroc_{cls}")
+    return results

@@ -8,6 +8,22 @@ import torch.nn.functional as F
 SCORE_REDUCTIONS = ("max", "mean", "topk_mean")
 
 
+def mask_background(nll: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
+    """Give background pixels the lowest foreground NLL of their view, so they never look anomalous.
+
+    NLL values can be negative, so zeroing the background would make it look more anomalous than normal
+    foreground. Views without any foreground are left unmasked.
+
+    Args:
+        nll: [B,V,h,w] per-pixel NLL; foreground: [B,V,h,w] in {0,1}.
+    """
+    is_fg = foreground > 0
+    fg_min = torch.where(is_fg, nll, torch.full_like(nll, torch.inf)).flatten(2).amin(dim=2)
+    has_fg = is_fg.flatten(2).any(dim=2)
+    fill = torch.where(has_fg, fg_min, torch.zeros_like(fg_min))[..., None, None]
+    return torch.where(is_fg | ~has_fg[..., None, None], nll, fill)
+
+
 def anomaly_maps(nll: torch.Tensor, size: int) -> torch.Tensor:
     """Per-pixel NLL [B,V,h,w] -> anomaly maps [B,V,size,size] (bilinear upsampling)."""
     b, v, h, w = nll.shape

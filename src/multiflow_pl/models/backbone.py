@@ -141,7 +141,8 @@ def _create_model(name: str, pretrained: bool, weights_file: str | None, init_se
         except Exception as err:
             raise BackboneWeightsError(
                 f"Could not fetch ImageNet weights for {name!r} ({type(err).__name__}: {err}). On a machine "
-                f"without hub access pass a local file with backbone.weights_file=/path/to/weights.safetensors, "
+                f"without hub access pass a local file with "
+                f"backbone.weights_file=/path/to/weights.safetensors, "
                 f"or use random weights with backbone.pretrained=false."
             ) from err
     with torch.random.fork_rng(devices=[]):

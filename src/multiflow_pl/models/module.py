@@ -9,7 +9,7 @@ import lightning as L
 import torch
 
 from multiflow_pl.evaluation.metrics import AnomalyMetrics
-from multiflow_pl.evaluation.scores import anomaly_maps, image_scores, sample_scores
+from multiflow_pl.evaluation.scores import anomaly_maps, image_scores, mask_background, sample_scores
 from multiflow_pl.models.backbone import FeatureExtractor
 from multiflow_pl.models.flow import MultiViewFlow, noise_condition
 
@@ -82,7 +82,8 @@ class MultiFlowModule(L.LightningModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"Non-finite training loss ({loss.item()}) at step {self.global_step}, batch of samples "
-                f"{batch['key']}. Check those samples' images and features (NaN/inf), or lower the learning rate."
+                f"{batch['key']}. Check those samples' images and features (NaN/inf), or lower the "
+                f"learning rate."
             )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
         return loss
@@ -96,7 +97,7 @@ class MultiFlowModule(L.LightningModule):
         """Scores of one batch: nll [B,V,h,w], maps [B,V,M,M], image [B,V], sample_max/sample_mean [B]."""
         x = self.features(batch)
         self._check_views(x, batch)
-        nll = self.flow.nll(x) * batch["foreground"]
+        nll = mask_background(self.flow.nll(x), batch["foreground"])
         views = image_scores(nll, self.score_reduction, self.score_topk)
         samples = sample_scores(views)
         return {
@@ -111,7 +112,8 @@ class MultiFlowModule(L.LightningModule):
         self.metrics.reset()
         self.view_records = []
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
+    def test_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Score the batch, feed the metrics, keep one record per view; return the scores for callbacks."""
         scores = self.score_batch(batch)
         b, v = scores["image"].shape
         keys = [key for key in batch["key"] for _ in range(v)]
@@ -120,7 +122,7 @@ class MultiFlowModule(L.LightningModule):
             batch["view_labels"].flatten().cpu(),
             keys,
             scores["maps"].flatten(0, 1).cpu(),
-            batch["masks"].flatten(0, 2).cpu(),
+            batch["masks"].flatten(0, 2).cpu().bool(),
         )
         image = scores["image"].cpu()
         for i in range(b):
@@ -132,13 +134,20 @@ class MultiFlowModule(L.LightningModule):
                         "image_path": path,
                         "view_label": int(batch["view_labels"][i, j]),
                         "sample_label": int(batch["label"][i]),
+                        "sample_class": batch["anomaly_class"][i],
                         "image_score": float(image[i, j]),
                     }
                 )
+        return scores
 
     def on_test_epoch_end(self) -> None:
+        if self.trainer.world_size > 1:
+            self.metrics.sync_distributed()
+            gathered: list[list[dict]] = [[] for _ in range(self.trainer.world_size)]
+            torch.distributed.all_gather_object(gathered, self.view_records)
+            self.view_records = [record for records in gathered for record in records]
         self.test_results = self.metrics.compute()
-        self.log_dict({f"test/{k}": v for k, v in self.test_results.items()})
+        self.log_dict({f"test/{k}": v for k, v in self.test_results.items()}, rank_zero_only=True)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=[p for p in self.flow.parameters() if p.requires_grad])
