@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from multiflow_pl.config import config_dir
 from multiflow_pl.evaluate import evaluate
@@ -84,7 +84,7 @@ def test_realiad_experiment_is_the_papers_setting(tmp_path):
 def test_ablations_compose(tmp_path, ablation):
     cfg = compose_cfg("train", tmp_path, ["+experiment=realiad", ablation])
     key, value = ablation.split("=")
-    assert str(cfg.select(key)) == value
+    assert str(OmegaConf.select(cfg, key)) == value
 
 
 def test_fast_dev_run_train_then_evaluate(tmp_path):

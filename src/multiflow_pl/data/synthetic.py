@@ -53,7 +53,7 @@ VARIANT_COLOURS = np.array(
 """[4,3] RGB body colours of the variants (red, blue, green, yellow), visible from every camera."""
 
 GENERATOR = "multiflow_pl.data.synthetic"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 META_FILE = "synthetic_meta.json"
 JSON_DIR = "realiad_jsons"
 JPEG_QUALITY = 92
@@ -66,8 +66,10 @@ INK = np.array([0.10, 0.10, 0.12], dtype=np.float32)
 METAL = np.array([0.70, 0.71, 0.74], dtype=np.float32)
 KNOB_GREY = np.array([0.52, 0.52, 0.56], dtype=np.float32)
 TAPE = np.array([0.80, 0.72, 0.52], dtype=np.float32)
-CONTAMINANTS = np.array([[0.36, 0.24, 0.10], [0.17, 0.16, 0.15], [0.56, 0.26, 0.62]], dtype=np.float32)
+CONTAMINANTS = np.array([[0.62, 0.30, 0.05], [0.06, 0.06, 0.06], [0.85, 0.15, 0.55]], dtype=np.float32)
 CAMERA_DISTANCE = 5.0
+LIGHT_AZIMUTH = np.radians(-60.0)  # between the front (C2) and the right (C3) camera
+SCRATCH_METAL = np.array([0.85, 0.85, 0.82], dtype=np.float32)
 TAN_HALF_FOV = 0.14
 SIDE_ELEVATION_DEG = 22.0
 SIDE_AZIMUTHS_DEG = (-90.0, 0.0, 90.0, 180.0)  # C2 front (-y), C3 right (+x), C4 back (+y), C5 left (-x)
@@ -598,8 +600,9 @@ class SurfaceDefect:
 
     def apply(self, albedo: np.ndarray, region: np.ndarray) -> None:
         """Paint the defect into ``albedo`` [N,3] in place where ``region`` [N] holds."""
-        if self.code == "HS":
-            albedo[region] *= 0.25
+        if self.code == "HS":  # dark on light paint, bare bright metal on dark paint
+            light = albedo[region].mean(axis=1, keepdims=True) > 0.5
+            albedo[region] = np.where(light, albedo[region] * 0.2, SCRATCH_METAL)
         else:
             albedo[region] = self.colour
 
@@ -611,14 +614,12 @@ def _draw_surface_defect(code: str, category: Category, size: int, rng: np.rando
     centre, angle = site.sample_centre(rng), rng.uniform(0.0, np.pi)
     if code == "HS":
         pixel_width = 2.0 * TAN_HALF_FOV * CAMERA_DISTANCE / size
-        width = max(rng.uniform(0.012, 0.018), 1.5 * pixel_width)
-        return SurfaceDefect(
-            code, site, centre, angle, rng.uniform(0.22, 0.38), width, rng.uniform(-1.5, 1.5)
-        )
+        width = max(rng.uniform(0.03, 0.045), 1.5 * pixel_width)
+        return SurfaceDefect(code, site, centre, angle, rng.uniform(0.3, 0.5), width, rng.uniform(-1.5, 1.5))
     phases = (rng.uniform(0, 2 * np.pi), rng.uniform(0, 2 * np.pi))
     colour = tuple(CONTAMINANTS[rng.integers(len(CONTAMINANTS))].tolist())
     return SurfaceDefect(
-        code, site, centre, angle, radius=rng.uniform(0.06, 0.09), phases=phases, colour=colour
+        code, site, centre, angle, radius=rng.uniform(0.09, 0.13), phases=phases, colour=colour
     )
 
 
@@ -647,13 +648,15 @@ class Nuisance:
 
     @classmethod
     def draw(cls, rng: np.random.Generator) -> Nuisance:
-        pose = Pose(rng.uniform(-np.pi / 9, np.pi / 9), tuple(rng.uniform(-0.05, 0.05, 2)))
+        pose = Pose(rng.uniform(-np.pi / 18, np.pi / 18), tuple(rng.uniform(-0.03, 0.03, 2)))
         variant = int(rng.integers(len(VARIANT_COLOURS)))
-        azimuth, elevation = rng.uniform(0, 2 * np.pi), rng.uniform(np.radians(50), np.radians(70))
+        # an inspection cell's lamp: fixed position up to small drifts
+        azimuth = LIGHT_AZIMUTH + rng.uniform(-np.pi / 12, np.pi / 12)
+        elevation = rng.uniform(np.radians(55), np.radians(65))
         light_dir = np.array(
             [np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)]
         )
-        return cls(pose, variant, light_dir, rng.uniform(0.8, 1.0))
+        return cls(pose, variant, light_dir, rng.uniform(0.92, 1.0))
 
 
 def _place_surface_defect(

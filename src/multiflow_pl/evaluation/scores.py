@@ -49,5 +49,5 @@ def image_scores(nll: torch.Tensor, reduction: str = "max", topk: float = 0.01) 
 
 
 def sample_scores(view_scores: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Image scores [B,V] -> sample scores {"max": [B] (the official protocol), "mean": [B] (the paper's code)}."""
+    """Image scores [B,V] -> {"max": [B] (the official protocol), "mean": [B] (the paper's code)}."""
     return {"max": view_scores.amax(dim=1), "mean": view_scores.mean(dim=1)}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -35,6 +36,10 @@ class FeatureExtractor(nn.Module):
         input_size: square input side in pixels.
         init_seed: seed of the random initialisation when ``pretrained`` is false, so random features are
             reproducible.
+        pool: average-pooling factor applied to the features (1: none), to trade resolution for speed.
+        model_kwargs: extra arguments for ``timm.create_model`` (e.g. ``{"zero_init_last": False}``: timm
+            zero-initialises the last norm of each residual block, which makes randomly initialised ResNet
+            stages identities).
     """
 
     def __init__(
@@ -45,6 +50,8 @@ class FeatureExtractor(nn.Module):
         weights_file: str | None = None,
         input_size: int = 256,
         init_seed: int = 0,
+        pool: int = 1,
+        model_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -53,7 +60,9 @@ class FeatureExtractor(nn.Module):
         self.pretrained = bool(pretrained)
         self.weights_file = str(weights_file) if weights_file else None
         self.init_seed = int(init_seed)
-        self.model = _create_model(name, self.pretrained, self.weights_file, self.init_seed)
+        self.model_kwargs = dict(model_kwargs or {})
+        self.pool = int(pool)
+        self.model = _create_model(name, self.pretrained, self.weights_file, init_seed, self.model_kwargs)
         self.model.eval().requires_grad_(False)
         cfg = self.model.pretrained_cfg
         self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1))
@@ -101,7 +110,8 @@ class FeatureExtractor(nn.Module):
         feats = [captured[i].float() for i in range(last + 1)]
         size = feats[0].shape[-2:]
         feats = [f if f.shape[-2:] == size else F.interpolate(f, size=size, mode="bilinear") for f in feats]
-        return torch.cat(feats, dim=1)
+        out = torch.cat(feats, dim=1)
+        return F.avg_pool2d(out, self.pool) if self.pool > 1 else out
 
     def weights_digest(self) -> str:
         """Digest of the weights actually loaded (however they got there), for cache keys."""
@@ -118,17 +128,25 @@ class FeatureExtractor(nn.Module):
             "weights": self.weights_digest(),
             "layers": self.layers,
             "input_size": self.input_size,
+            "pool": self.pool,
+            "model_kwargs": self.model_kwargs,
         }
 
 
-def _create_model(name: str, pretrained: bool, weights_file: str | None, init_seed: int) -> nn.Module:
+def _create_model(
+    name: str, pretrained: bool, weights_file: str | None, init_seed: int, kwargs: dict[str, Any]
+) -> nn.Module:
     if weights_file:
         path = Path(weights_file).expanduser()
         if not path.is_file():
             raise BackboneWeightsError(f"backbone.weights_file={weights_file!r} does not exist.")
         try:
             return timm.create_model(
-                name, pretrained=True, pretrained_cfg_overlay={"file": str(path.resolve())}, num_classes=0
+                name,
+                pretrained=True,
+                pretrained_cfg_overlay={"file": str(path.resolve())},
+                num_classes=0,
+                **kwargs,
             )
         except Exception as err:
             raise BackboneWeightsError(
@@ -137,7 +155,7 @@ def _create_model(name: str, pretrained: bool, weights_file: str | None, init_se
             ) from err
     if pretrained:
         try:
-            return timm.create_model(name, pretrained=True, num_classes=0)
+            return timm.create_model(name, pretrained=True, num_classes=0, **kwargs)
         except Exception as err:
             raise BackboneWeightsError(
                 f"Could not fetch ImageNet weights for {name!r} ({type(err).__name__}: {err}). On a machine "
@@ -147,4 +165,4 @@ def _create_model(name: str, pretrained: bool, weights_file: str | None, init_se
             ) from err
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
-        return timm.create_model(name, pretrained=False, num_classes=0)
+        return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
