@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,3 +23,80 @@ def _write_image(path: Path, size: int = 8, seed: int = 0) -> Path:
 def write_image() -> Callable[..., Path]:
     """``write_image(path, size=8, seed=0) -> path``: a tiny random RGB image file."""
     return _write_image
+
+
+TINY_TRAIN = [
+    "data.generate.categories=[can]",
+    "data.generate.n_train=6",
+    "data.generate.n_test=6",
+    "data.generate.size=64",
+    "data.eval_size=64",
+    "data.batch_size=2",
+    "data.eval_batch_size=3",
+    "data.val_fraction=0.2",
+    "backbone.input_size=64",
+    "model.flow.n_blocks=2",
+    "model.flow.hidden=8",
+    "model.flow.kernel_sizes=[3,3]",
+    "trainer.max_epochs=2",
+    "logger=csv",
+    "callbacks.progress_bar=null",
+    "callbacks.predictions=null",
+    "callbacks.plots=null",
+    "++trainer.enable_progress_bar=false",
+]
+"""A tiny synthetic run (one category, 6 + 6 samples of 64 px, 1 held out for the threshold, 2 epochs)."""
+
+
+def compose_config(name: str, root: Path, overrides: list[str]):
+    """Compose a real config with every path under ``root`` (run directory ``root/run``)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from multiflow_pl.config import config_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(
+            name,
+            overrides=[f"paths.root_dir={root}", f"hydra.run.dir={root / 'run'}", *overrides],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(root / "run")
+        del cfg.hydra
+    return cfg
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """A trained tiny run: its folder, run directory, last checkpoint and test metrics."""
+
+    root: Path
+    overrides: list[str]
+    metrics: dict
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.ckpt"
+
+    @property
+    def data_root(self) -> Path:
+        return self.root / "data" / "synthetic"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    """Train :data:`TINY_TRAIN` once per test session (about 10 s on two CPU cores)."""
+    from multiflow_pl.train import train
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    metrics = train(compose_config("train", root, TINY_TRAIN))
+    return TinyRun(root, TINY_TRAIN, metrics)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from multiflow_pl.data.datamodule import MultiViewDataModule
 from multiflow_pl.evaluation.export import write_metrics_json, write_score_tables
 from multiflow_pl.evaluation.metrics import sample_auroc_by_class
+from multiflow_pl.models.backbone import FeatureExtractor
+from multiflow_pl.models.checkpoint import CheckpointError, load_checkpoint_config, load_module_state
 from multiflow_pl.models.module import MultiFlowModule
+from multiflow_pl.models.threshold import threshold_from_checkpoint
+from multiflow_pl.utils.loggers import public_config
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +30,49 @@ def build_data_and_model(cfg: DictConfig) -> tuple[MultiViewDataModule, MultiFlo
     backbone = instantiate(cfg.backbone)
     datamodule: MultiViewDataModule = instantiate(cfg.data, feature_extractor=backbone)
     datamodule.prepare_data()
-    n_views = len(datamodule.index("train")[0].views)
-    module: MultiFlowModule = instantiate(cfg.model, backbone=backbone, n_views=n_views)
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)
-    module.run_config["model"]["n_views"] = n_views
+    view_names = datamodule.index("train")[0].view_names
+    module = build_module(cfg, backbone, len(view_names))
+    module.run_config["view_names"] = list(view_names)
     return datamodule, module
+
+
+def build_module(cfg: DictConfig, backbone: FeatureExtractor, n_views: int) -> MultiFlowModule:
+    """The LightningModule for ``n_views`` views, keeping the resolved config (secrets redacted)."""
+    quantile = OmegaConf.select(cfg, "threshold.quantile", default=0.99)
+    module: MultiFlowModule = instantiate(
+        cfg.model, backbone=backbone, n_views=n_views, threshold_quantile=quantile
+    )
+    module.run_config = public_config(OmegaConf.to_container(cfg, resolve=True))
+    module.run_config["model"]["n_views"] = n_views
+    return module
+
+
+def load_trained_module(ckpt_path: str | Path) -> tuple[MultiFlowModule, DictConfig, dict]:
+    """Rebuild a trained module from its checkpoint alone (``weights_only=True``), in eval mode.
+
+    Returns the module (with its fitted ``threshold``, or None), the run config stored in the
+    checkpoint and the checkpoint dict.
+    """
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Checkpoint {path} does not exist; pass ckpt_path=<run>/checkpoints/last.ckpt."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        reason = str(err).strip().splitlines()[0]
+        raise CheckpointError(
+            f"Cannot load checkpoint {path} ({type(err).__name__}: {reason}). It is damaged, or holds "
+            "objects other than tensors and plain values, which are refused for safety (weights_only=True)."
+        ) from err
+    run_cfg = load_checkpoint_config(checkpoint, path)
+    run_cfg.backbone.pretrained = False  # the weights come from the checkpoint
+    run_cfg.backbone.weights_file = None
+    module = build_module(run_cfg, instantiate(run_cfg.backbone), int(run_cfg.model.n_views))
+    load_module_state(module, checkpoint, path)
+    module.threshold = threshold_from_checkpoint(checkpoint)
+    return module.eval(), run_cfg, checkpoint
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from multiflow_pl.data.dataset import CachedFeatureDataset, MultiViewImageDataset, collate_samples
 from multiflow_pl.data.features import FeatureCache
@@ -35,6 +37,13 @@ class MultiViewDataModule(L.LightningDataModule):
         eval_size: side of ground-truth masks and anomaly maps for pixel metrics.
         cache_features: train/test on cached backbone features (otherwise serve images).
         cache: the feature cache; ``feature_extractor`` is needed for caching and image sizes.
+        val_fraction: share of the training samples held out for validation (fitting the OK/NG
+            threshold); 0 trains on all of them and fits no threshold.
+        val_from_test: share of the labelled test samples moved to validation (F1-optimal threshold);
+            they are then left out of the test split.
+
+    Held-out samples are picked per label by a hash of their key, so the split is deterministic and a
+    sample keeps its side when others are added.
     """
 
     def __init__(
@@ -58,6 +67,8 @@ class MultiViewDataModule(L.LightningDataModule):
         cache_features: bool = True,
         cache: FeatureCache | None = None,
         feature_extractor: FeatureExtractor | None = None,
+        val_fraction: float = 0.0,
+        val_from_test: float = 0.0,
     ) -> None:
         super().__init__()
         if format not in DATA_FORMATS:
@@ -72,7 +83,7 @@ class MultiViewDataModule(L.LightningDataModule):
         self.drop_incomplete = drop_incomplete
         self.views = list(views) if views else None
         self.generate = dict(generate) if generate else None
-        self.flip_views = _flips_for(flip_views, category)
+        self.flip_views = flips_for(flip_views, category)
         self.foreground = foreground
         self.foreground_dir = foreground_dir
         self.eval_size = eval_size
@@ -83,6 +94,11 @@ class MultiViewDataModule(L.LightningDataModule):
         self.cache_features = cache_features
         self.cache = cache
         self.feature_extractor = feature_extractor
+        for name, fraction in (("val_fraction", val_fraction), ("val_from_test", val_from_test)):
+            if not 0.0 <= fraction < 1.0:
+                raise ValueError(f"data.{name}={fraction}; expected a fraction in [0, 1).")
+        self.val_fraction = val_fraction
+        self.val_from_test = val_from_test
         self.datasets: dict[str, Dataset] = {}
 
     def index(self, split: str) -> list[MultiViewSample]:
@@ -104,6 +120,25 @@ class MultiViewDataModule(L.LightningDataModule):
             drop_incomplete=self.drop_incomplete,
         )
 
+    @property
+    def has_validation(self) -> bool:
+        """Whether samples are held out for validation (and hence for fitting the threshold)."""
+        return self.val_fraction > 0 or self.val_from_test > 0
+
+    def split_samples(self, split: str) -> list[MultiViewSample]:
+        """The samples of "train" or "test" minus those held out, or the held-out "val" samples."""
+        fractions = {"train": self.val_fraction, "test": self.val_from_test}
+        if split == "val":
+            return [
+                sample
+                for source, fraction in fractions.items()
+                if fraction > 0
+                for sample in held_out(self.index(source), fraction)
+            ]
+        samples = self.index(split)
+        held = {sample.key for sample in held_out(samples, fractions[split])}
+        return [sample for sample in samples if sample.key not in held]
+
     def prepare_data(self) -> None:
         """Generate the synthetic benchmark when configured and absent (rank 0 only)."""
         if self.generate is not None:
@@ -112,8 +147,11 @@ class MultiViewDataModule(L.LightningDataModule):
             generate(self.root, **self.generate)
 
     def setup(self, stage: str | None = None) -> None:
-        splits = {"fit": ["train"], "test": ["test"], "predict": ["test"]}.get(stage or "", ["train", "test"])
+        stages = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}
+        splits = stages.get(stage or "", ["train", "val", "test"])
         for split in splits:
+            if split == "val" and not self.has_validation:
+                continue
             if split not in self.datasets:
                 self.datasets[split] = self.build_dataset(split)
 
@@ -123,7 +161,7 @@ class MultiViewDataModule(L.LightningDataModule):
             raise RuntimeError(
                 "MultiViewDataModule needs feature_extractor (the model's backbone) to set up."
             )
-        samples = self.index(split)
+        samples = self.split_samples(split)
         if not samples:
             raise ValueError(f"No {split} samples for category {self.category!r} under {self.root}")
         mask_size = self.eval_size if split == "test" else 0
@@ -143,20 +181,31 @@ class MultiViewDataModule(L.LightningDataModule):
             return images
         if self.cache is None:
             raise RuntimeError("data.cache_features=true needs a FeatureCache (data.cache)")
-        features, foreground = self.cache.load_or_build(self.feature_extractor, images)
+        with torch.random.fork_rng(devices=[]):  # a run trains the same whether the cache existed or not
+            features, foreground = self.cache.load_or_build(self.feature_extractor, images)
         return CachedFeatureDataset(samples, features, foreground, mask_size, self.flip_views)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)
 
+    def val_dataloader(self) -> DataLoader | list:
+        """Held-out samples, or none (an empty list makes Lightning skip validation)."""
+        if not self.has_validation:
+            return []
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.eval_batch_size, shuffle=False)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        """Training and validation data as Lightning shards them under DDP; test data in order and, under
+        DDP, split over the ranks without repeats, so every sample counts once in the gathered metrics."""
+        dataset = self.datasets[split]
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=_unrepeated_sampler(dataset) if split == "test" else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             collate_fn=collate_samples,
@@ -164,9 +213,57 @@ class MultiViewDataModule(L.LightningDataModule):
         )
 
 
-def _flips_for(flip_views: Sequence[str] | Mapping[str, Sequence[str]] | None, category: str) -> list[str]:
+def held_out(samples: Sequence[MultiViewSample], fraction: float) -> list[MultiViewSample]:
+    """A deterministic ``fraction`` of ``samples`` per label: those whose key hashes lowest.
+
+    At least one sample of each label is taken and at least one is left behind.
+    """
+    if fraction <= 0:
+        return []
+    chosen: list[MultiViewSample] = []
+    for label in sorted({sample.label for sample in samples}):
+        group = sorted(
+            (sample for sample in samples if sample.label == label),
+            key=lambda sample: hashlib.sha256(sample.key.encode()).hexdigest(),
+        )
+        count = max(1, round(fraction * len(group)))
+        if count >= len(group):
+            raise ValueError(
+                f"Holding out {fraction:.0%} of {len(group)} samples with label {label} leaves none of them; "
+                "lower data.val_fraction / data.val_from_test or add samples."
+            )
+        chosen.extend(group[:count])
+    return chosen
+
+
+def flips_for(flip_views: Sequence[str] | Mapping[str, Sequence[str]] | None, category: str) -> list[str]:
+    """The views of ``category`` to flip, from ``data.flip_views`` (a list, or a mapping category -> list)."""
     if not flip_views:
         return []
     if isinstance(flip_views, Mapping):
         return list(flip_views.get(category, []))
     return list(flip_views)
+
+
+class UnrepeatedDistributedSampler(DistributedSampler):
+    """Rank r of W gets samples r, r + W, r + 2W, ...: each sample exactly once over all ranks, in order.
+
+    Unlike :class:`DistributedSampler` it does not pad ranks to equal length by repeating samples (repeats
+    would be counted twice by the metrics); Lightning leaves a DistributedSampler it finds in place.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        super().__init__(dataset, shuffle=False, drop_last=False)
+        self.num_samples = len(range(self.rank, len(dataset), self.num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+def _unrepeated_sampler(dataset: Dataset) -> UnrepeatedDistributedSampler | None:
+    """The sampler for test data under an initialised multi-process group, else None (sequential)."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed and torch.distributed.get_world_size() > 1:
+        return UnrepeatedDistributedSampler(dataset)
+    return None

@@ -11,23 +11,44 @@ from PIL import Image, UnidentifiedImageError
 
 from multiflow_pl.data.errors import DatasetError
 
+WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+"""PIL modes of 16-bit (or wider integer) grayscale images, read as values in [0, 65535]."""
+
 
 def read_image(path: Path, size: int, flip: bool = False) -> torch.Tensor:
-    """Read an image as RGB (grayscale and RGBA are converted) -> float [3,size,size] in [0,1]."""
+    """Read an image as RGB -> float [3,size,size] in [0,1].
+
+    Grayscale is repeated over three channels, alpha is dropped, palette and CMYK images are converted,
+    16-bit grayscale is scaled from [0, 65535] (PIL's own conversion would clip it to white). Images of
+    any size are resized; floating-point images (unknown range) are refused.
+    """
     try:
         with Image.open(path) as img:
             img.load()
-            rgb = img.convert("RGB")
+            pixels = _rgb_pixels(img, path)
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise DatasetError(f"Cannot read image {path}: {err}. Replace or remove the file.") from err
-    tensor = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
-    tensor = tensor.unsqueeze(0).float().div_(255.0)
+    tensor = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)
     tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     tensor = tensor.squeeze(0).clamp_(0.0, 1.0)
     return tensor.flip(-1) if flip else tensor
 
 
-def read_mask(path: Path | None, size: int, image_path: Path | None = None, flip: bool = False) -> torch.Tensor:
+def _rgb_pixels(img: Image.Image, path: Path) -> np.ndarray:
+    """float32 [H,W,3] in [0,1] from an opened image."""
+    if img.mode == "F":
+        raise DatasetError(
+            f"Image {path} holds floating-point pixels (mode F) of unknown range; save it as 8- or 16-bit."
+        )
+    if img.mode in WIDE_GRAY_MODES:
+        gray = np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)
+        return np.repeat(gray[..., None], 3, axis=2)
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def read_mask(
+    path: Path | None, size: int, image_path: Path | None = None, flip: bool = False
+) -> torch.Tensor:
     """Read a binary mask -> float [1,size,size] in {0,1}; ``None`` gives an all-zero mask.
 
     When ``image_path`` is given the mask must have the image's width and height.

@@ -33,8 +33,10 @@ def load_module_state(module: nn.Module, checkpoint: dict, path: str | Path) -> 
         details = []
         if mismatched:
             k = mismatched[0]
-            details.append(f"{len(mismatched)} shape mismatches (e.g. {k}: {tuple(state[k].shape)} in the "
-                           f"checkpoint vs {tuple(own[k].shape)} here)")
+            details.append(
+                f"{len(mismatched)} shape mismatches (e.g. {k}: {tuple(state[k].shape)} in the "
+                f"checkpoint vs {tuple(own[k].shape)} here)"
+            )
         if missing:
             details.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
         if unexpected:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,10 @@ from multiflow_pl.evaluation.metrics import AnomalyMetrics
 from multiflow_pl.evaluation.scores import anomaly_maps, image_scores, mask_background, sample_scores
 from multiflow_pl.models.backbone import FeatureExtractor
 from multiflow_pl.models.flow import MultiViewFlow, noise_condition
+from multiflow_pl.models.threshold import CHECKPOINT_KEY as THRESHOLD_KEY
+from multiflow_pl.models.threshold import Threshold, fit_threshold, threshold_from_checkpoint
+
+RNG_KEY = "multiflow_rng"
 
 
 class MultiFlowModule(L.LightningModule):
@@ -31,6 +36,12 @@ class MultiFlowModule(L.LightningModule):
         score_reduction, score_topk: how a view's map becomes its image score.
         metrics: the streaming metric accumulator.
         eval_size: side of the anomaly maps used for pixel metrics.
+        threshold_quantile: quantile of held-out normal sample scores used as the OK/NG threshold
+            (validation batches with anomalous samples give an F1-optimal threshold instead).
+
+    Validation (held-out samples, see ``data.val_fraction``) fits :attr:`threshold` every epoch, so each
+    checkpoint carries the threshold of its own weights (``checkpoint["multiflow_threshold"]``). Checkpoints
+    also carry the RNG state, so a resumed run continues exactly like an uninterrupted one.
     """
 
     def __init__(
@@ -46,6 +57,7 @@ class MultiFlowModule(L.LightningModule):
         score_topk: float = 0.01,
         metrics: AnomalyMetrics | None = None,
         eval_size: int = 256,
+        threshold_quantile: float = 0.99,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -62,6 +74,10 @@ class MultiFlowModule(L.LightningModule):
         self.view_records: list[dict] = []
         self.test_results: dict[str, float] = {}
         self.run_config: dict = {}
+        self.threshold_quantile = threshold_quantile
+        self.threshold: Threshold | None = None
+        self._val_scores: list[torch.Tensor] = []
+        self._val_labels: list[torch.Tensor] = []
 
     def features(self, batch: dict) -> torch.Tensor:
         """Backbone features [B,V,C,h,w] from the cache or computed from the batch's images."""
@@ -107,6 +123,39 @@ class MultiFlowModule(L.LightningModule):
             "sample_max": samples["max"],
             "sample_mean": samples["mean"],
         }
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_scores, self._val_labels = [], []
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Collect the sample scores [B] and labels [B] of held-out samples for the threshold."""
+        scores = self.score_batch(batch)["sample_max"]
+        bad = [
+            key for key, score in zip(batch["key"], scores.tolist(), strict=True) if not math.isfinite(score)
+        ]
+        if bad:
+            raise FloatingPointError(
+                f"Non-finite validation scores for samples {bad}. Check those samples' images and features."
+            )
+        self._val_scores.append(scores.detach().cpu())
+        self._val_labels.append(batch["label"].detach().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        """Fit :attr:`threshold` on all ranks' validation scores; logs ``val/threshold``."""
+        if self.trainer.sanity_checking or not self._val_scores:
+            return
+        parts = [(torch.cat(self._val_scores), torch.cat(self._val_labels))]
+        if self.trainer.world_size > 1:
+            gathered: list = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, parts[0])
+            parts = gathered
+        scores = torch.cat([score for score, _ in parts])
+        labels = torch.cat([label for _, label in parts])
+        self.threshold = fit_threshold(scores, labels, self.threshold_quantile)
+        self.log_dict(
+            {"val/threshold": self.threshold.value, "val/score_median": self.threshold.center},
+            rank_zero_only=True,
+        )
 
     def on_test_epoch_start(self) -> None:
         self.metrics.reset()
@@ -157,6 +206,23 @@ class MultiFlowModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["multiflow_config"] = self.run_config
+        if self.threshold is not None:
+            checkpoint[THRESHOLD_KEY] = self.threshold.to_dict()
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        checkpoint[RNG_KEY] = {"torch": torch.get_rng_state(), "cuda": cuda}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore the threshold and the random stream where the checkpoint left it.
+
+        Lightning calls this before it draws the next epoch's shuffling order, so a resumed run draws the
+        same orders and noise as an uninterrupted one.
+        """
+        self.threshold = threshold_from_checkpoint(checkpoint)
+        rng = checkpoint.get(RNG_KEY)
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
 
     def _check_views(self, x: torch.Tensor, batch: dict) -> None:
         if x.shape[1] != self.n_views or x.shape[2] != self.flow.channels:

@@ -1,0 +1,80 @@
+"""Export a checkpoint for deployment: ``python -m multiflow_pl.export ckpt_path=CKPT [format=torchscript]``.
+
+Writes into the run directory ``multiflow.torchscript.pt`` (backbone + flow + scoring for the checkpoint's
+view count and input size; any batch size) and ``export.json`` (its inputs, outputs, preprocessing,
+threshold, and the largest difference from the Python model on a random check batch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from multiflow_pl.config import config_dir
+from multiflow_pl.data.datamodule import flips_for
+from multiflow_pl.errors import user_errors
+from multiflow_pl.evaluation.export import write_atomic
+from multiflow_pl.models.export import OUTPUT_NAMES, ScoringModel, export_torchscript, load_torchscript
+from multiflow_pl.models.threshold import NORMALISATION
+from multiflow_pl.pipeline import load_trained_module
+
+log = logging.getLogger(__name__)
+FORMATS = ("torchscript",)
+
+
+def export(cfg: DictConfig) -> dict:
+    """Export ``cfg.ckpt_path`` into ``cfg.paths.output_dir``; returns the metadata written to export.json."""
+    if cfg.format not in FORMATS:
+        raise ValueError(f"format={cfg.format!r}; supported: {', '.join(FORMATS)}.")
+    module, run_cfg, _ = load_trained_module(cfg.ckpt_path)
+    model = ScoringModel(module, run_cfg.data.foreground, round_features=bool(run_cfg.data.cache_features))
+    out_dir, size = Path(cfg.paths.output_dir), model.input_size
+    path = export_torchscript(model, out_dir / "multiflow.torchscript.pt", cfg.example_batch)
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(
+        cfg.example_batch, model.n_views, 3, model.input_size, model.input_size, generator=generator
+    )
+    expected, exported = model(images), load_torchscript(path)(images)
+    difference = max(float((a - b).abs().max()) for a, b in zip(expected, exported, strict=True))
+    threshold = module.threshold
+    metadata = {
+        "format": cfg.format,
+        "file": path.name,
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "views": list(run_cfg.get("view_names") or []) or module.n_views,
+        "input": f"images [B, {model.n_views}, 3, {size}, {size}] float RGB in [0, 1], resized from the "
+        "camera images (bilinear, antialiased), views in the order above, flip_views flipped horizontally",
+        "outputs": {
+            "image": "[B, V] view scores",
+            "sample_max": "[B] sample scores (max over views; compare with the threshold)",
+            "sample_mean": "[B] mean over views",
+            "maps": f"[B, V, {model.eval_size}, {model.eval_size}] anomaly maps",
+        },
+        "output_order": list(OUTPUT_NAMES),
+        "foreground": model.foreground,
+        "flip_views": flips_for(run_cfg.data.get("flip_views"), run_cfg.data.category),
+        "features_rounded_to_float16": model.round_features,
+        "threshold": None if threshold is None else threshold.to_dict(),
+        "normalisation": None if threshold is None else NORMALISATION,
+        "max_abs_difference_from_python": difference,
+    }
+    write_atomic(out_dir / "export.json", json.dumps(metadata, indent=2) + "\n")
+    log.info("Exported %s (largest difference from the Python model: %.3g)", path, difference)
+    return metadata
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    with user_errors():
+        export(cfg)
+
+
+if __name__ == "__main__":
+    main()

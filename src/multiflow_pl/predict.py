@@ -1,0 +1,254 @@
+"""Score new samples with a trained checkpoint: ``python -m multiflow_pl.predict ckpt_path=CKPT input=PATH``.
+
+``PATH`` is a sample folder (``<view>.<ext>`` per view), a folder of sample folders, an own-rig or
+Real-IAD root, or a Real-IAD meta JSON (see :mod:`multiflow_pl.data.inputs`). The model, backbone and
+preprocessing come from the checkpoint alone. Written into the run directory, all or nothing:
+
+* ``scores.csv``: one row per sample: sample score (max over views) and mean, normalised score, decision
+  (OK / NG, INVALID for a non-finite score), views above the threshold, per-view scores and normalised
+  scores, and the label when the input has labels;
+* ``heatmaps/<key>.png``: the views and their anomaly maps on one colour scale (with a threshold: from
+  normalised score 0, dark, to the threshold, brightest, so saturated pixels are above the threshold);
+* ``summary.json``: counts, the threshold and how scores were normalised (written last).
+
+Without a fitted threshold (trained with ``data.val_fraction=0``) only raw scores are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from multiflow_pl.config import config_dir
+from multiflow_pl.data.datamodule import flips_for
+from multiflow_pl.data.dataset import MultiViewImageDataset, collate_samples
+from multiflow_pl.data.errors import DatasetError
+from multiflow_pl.data.inputs import FoundSamples, find_samples
+from multiflow_pl.errors import user_errors
+from multiflow_pl.evaluation.export import write_csv
+from multiflow_pl.evaluation.plots import plot_sample_sheet
+from multiflow_pl.models.export import ScoringModel
+from multiflow_pl.models.threshold import NORMALISATION, Threshold
+from multiflow_pl.pipeline import load_trained_module
+from multiflow_pl.utils.progress import progress
+
+log = logging.getLogger(__name__)
+NO_THRESHOLD = (
+    "The checkpoint holds no OK/NG threshold (it was trained with data.val_fraction=0): only raw scores "
+    "are reported. Retrain with data.val_fraction>0 to get normalised scores and decisions."
+)
+
+
+def predict(cfg: DictConfig) -> dict:
+    """Score ``cfg.input`` with ``cfg.ckpt_path``; writes the outputs into ``cfg.paths.output_dir``.
+
+    Returns the summary (also written as summary.json).
+    """
+    module, run_cfg, _ = load_trained_module(cfg.ckpt_path)
+    data = run_cfg.data
+    view_names = list(run_cfg.view_names) if run_cfg.get("view_names") else None
+    found = find_samples(
+        cfg.input,
+        view_names,
+        category=cfg.get("category") or data.category,
+        split=cfg.split,
+        json_dir=cfg.get("json_dir") or data.json_dir,
+        resolution=str(cfg.get("resolution") or data.resolution),
+        root=cfg.get("root"),
+    )
+    _check_views(found, module.n_views, view_names, cfg.ckpt_path)
+    auto_device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto_device if cfg.device == "auto" else cfg.device)
+    scorer = ScoringModel(module, data.foreground, round_features=bool(data.cache_features)).to(device)
+    loader = _image_loader(found, scorer, data, cfg)
+    threshold = module.threshold
+    if threshold is None:
+        log.warning(NO_THRESHOLD)
+    names = list(found.samples[0].view_names)
+    rows: list[dict] = []
+    run_dir = Path(cfg.paths.output_dir)
+    with staged_outputs(run_dir) as stage:
+        n_heatmaps = len(found.samples) if cfg.get("max_heatmaps") is None else cfg.max_heatmaps
+        batches = progress(loader, len(loader), f"Scoring {len(found.samples)} samples", cfg.progress)
+        for batch in batches:
+            images = batch["images"].to(device)
+            foreground = batch["foreground"].to(device) if data.foreground == "folder" else None
+            image, sample_max, sample_mean, maps = (t.cpu() for t in scorer(images, foreground))
+            for i, key in enumerate(batch["key"]):
+                row = _sample_row(key, names, image[i], sample_max[i], sample_mean[i], threshold)
+                if found.labelled:
+                    row.update(label=int(batch["label"][i]), anomaly_class=batch["anomaly_class"][i])
+                if cfg.heatmaps and len(rows) < n_heatmaps:
+                    row["heatmap"] = _save_heatmap(
+                        stage, run_dir, key, batch, i, maps[i], names, row, threshold
+                    )
+                rows.append(row)
+        write_csv(stage / "scores.csv", rows)
+        summary = _summary(cfg, found, names, rows, threshold)
+        (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("Scored %d samples: %s. Outputs in %s", len(rows), summary["decisions"], run_dir)
+    return summary
+
+
+def _image_loader(found: FoundSamples, scorer: ScoringModel, data: DictConfig, cfg: DictConfig) -> DataLoader:
+    """Batches of images prepared as in training (size, flips, foreground); masks only for heat maps."""
+    has_masks = any(v.mask_path is not None for s in found.samples for v in s.views)
+    dataset = MultiViewImageDataset(
+        found.samples,
+        image_size=scorer.input_size,
+        mask_size=scorer.input_size if has_masks and cfg.heatmaps else 0,
+        feature_size=scorer.feature_size,
+        flip_views=flips_for(data.get("flip_views"), found.samples[0].category),
+        foreground="folder" if data.foreground == "folder" else "none",  # "auto" is made by the scorer
+        foreground_dir=data.get("foreground_dir"),
+    )
+    return DataLoader(
+        dataset,
+        batch_size=cfg.get("batch_size") or data.eval_batch_size,
+        num_workers=cfg.num_workers,
+        collate_fn=collate_samples,
+    )
+
+
+def _check_views(found: FoundSamples, n_views: int, view_names: list[str] | None, ckpt_path: str) -> None:
+    names = list(found.samples[0].view_names)
+    if len(names) != n_views or (view_names is not None and names != list(view_names)):
+        trained = ", ".join(view_names) if view_names else f"{n_views} views"
+        raise DatasetError(
+            f"The input's samples have views {', '.join(names)} but checkpoint {ckpt_path} was trained on "
+            f"{trained}. Score samples taken with the same cameras, or use a checkpoint trained on these."
+        )
+
+
+def _sample_row(
+    key: str,
+    names: list[str],
+    image: torch.Tensor,
+    sample_max: torch.Tensor,
+    sample_mean: torch.Tensor,
+    threshold: Threshold | None,
+) -> dict:
+    """One scores.csv row from a sample's view scores [V] and sample scores []."""
+    score = float(sample_max)
+    row: dict = {
+        "key": key,
+        "score": score,
+        "score_mean": float(sample_mean),
+        "normalised": "",
+        "decision": "",
+    }
+    if not np.isfinite(score):
+        row["decision"] = "INVALID"
+    if threshold is not None:
+        row["normalised"] = float(threshold.normalise(sample_max))
+        above = threshold.is_anomalous(image)
+        row["ng_views"] = ";".join(name for name, flag in zip(names, above.tolist(), strict=True) if flag)
+        if not row["decision"]:
+            row["decision"] = "NG" if bool(threshold.is_anomalous(sample_max)) else "OK"
+    for j, name in enumerate(names):
+        row[f"score_{name}"] = float(image[j])
+        if threshold is not None:
+            row[f"normalised_{name}"] = float(threshold.normalise(image[j]))
+    return row
+
+
+def _save_heatmap(
+    stage: Path,
+    run_dir: Path,
+    key: str,
+    batch: dict,
+    index: int,
+    maps: torch.Tensor,
+    names: list[str],
+    row: dict,
+    threshold: Threshold | None,
+) -> str:
+    """Draw one sample (images, ground-truth outlines if any, maps [V,M,M]); returns the PNG's path."""
+    images = (batch["images"][index].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    masks = list(batch["masks"][index, :, 0].numpy()) if "masks" in batch else None
+    scale = {} if threshold is None else {"vmin": threshold.value - threshold.scale, "vmax": threshold.value}
+    title = f"{key}  {row['decision'] or 'score'} {row['score']:.3g}"
+    figure = plot_sample_sheet(list(images), names, masks, list(maps.numpy()), title=title, **scale)
+    name = Path("heatmaps") / f"{re.sub(r'[^A-Za-z0-9._-]', '_', key)}.png"
+    (stage / name).parent.mkdir(exist_ok=True)
+    figure.savefig(stage / name, dpi=80)
+    return str(run_dir / name)
+
+
+def _summary(
+    cfg: DictConfig, found: FoundSamples, names: list[str], rows: list[dict], threshold: Threshold | None
+) -> dict:
+    decisions = {d: sum(row["decision"] == d for row in rows) for d in ("OK", "NG", "INVALID")}
+    summary: dict = {
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "input": str(Path(cfg.input).resolve()),
+        "layout": found.layout,
+        "n_samples": len(rows),
+        "views": names,
+        "score": "sample score = max over views of the view image scores (score_mean: the mean)",
+        "decisions": decisions,
+        "invalid_samples": [row["key"] for row in rows if row["decision"] == "INVALID"],
+        "threshold": None if threshold is None else threshold.to_dict(),
+        "normalisation": None if threshold is None else NORMALISATION,
+    }
+    if threshold is None:
+        summary["message"] = NO_THRESHOLD
+    elif found.labelled:
+        truth = [row["label"] == 1 for row in rows if row["decision"] in ("OK", "NG")]
+        flagged = [row["decision"] == "NG" for row in rows if row["decision"] in ("OK", "NG")]
+        summary["confusion"] = {
+            "true_ng": sum(t and f for t, f in zip(truth, flagged, strict=True)),
+            "false_ng": sum(f and not t for t, f in zip(truth, flagged, strict=True)),
+            "true_ok": sum(not t and not f for t, f in zip(truth, flagged, strict=True)),
+            "false_ok": sum(t and not f for t, f in zip(truth, flagged, strict=True)),
+        }
+    if decisions["INVALID"]:
+        log.warning("Non-finite scores (flagged INVALID) for samples %s", summary["invalid_samples"])
+    return summary
+
+
+@contextmanager
+def staged_outputs(run_dir: Path) -> Iterator[Path]:
+    """A private folder to write outputs into; they replace same-named ones in ``run_dir`` only on success.
+
+    On any error the folder is removed, so ``run_dir`` never holds a partial scores.csv or heat-map set.
+    ``summary.json`` is moved last: when it exists, the other outputs are complete.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stage = run_dir / f".predict-{os.getpid()}.tmp"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    for item in sorted(stage.iterdir(), key=lambda p: p.name == "summary.json"):
+        target = run_dir / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    stage.rmdir()
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    with user_errors():
+        predict(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""multiflow_pl.predict: scores equal the evaluation's, every input layout, the outputs, user errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_config
+
+from multiflow_pl.errors import user_errors
+from multiflow_pl.evaluate import evaluate
+from multiflow_pl.models.threshold import CHECKPOINT_KEY
+from multiflow_pl.predict import predict
+
+VIEWS = ["C1", "C2", "C3", "C4", "C5"]
+
+
+def run_predict(tmp_path: Path, checkpoint: Path, source: Path, *overrides: str) -> tuple[dict, list[dict]]:
+    """Predict into ``tmp_path/run``; returns the summary and the rows of scores.csv."""
+    cfg = compose_config("predict", tmp_path, [f"ckpt_path={checkpoint}", f"input={source}", *overrides])
+    summary = predict(cfg)
+    with open(tmp_path / "run" / "scores.csv") as handle:
+        return summary, list(csv.DictReader(handle))
+
+
+def copy_sample(tiny_run, key: str, folder: Path) -> Path:
+    """Copy the view images of test sample ``key`` into ``folder`` as ``<view>.<ext>``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for image in (tiny_run.data_root / "realiad_64" / "can").rglob(f"{key}_C*.jpg"):
+        view = image.name[len(key) + 1 :].split("_")[0]
+        shutil.copy(image, folder / f"{view}{image.suffix}")
+    return folder
+
+
+def test_predict_reproduces_the_evaluation_scores_exactly(tmp_path, tiny_run):
+    again = evaluate(
+        compose_config("eval", tmp_path / "eval", [f"ckpt_path={tiny_run.checkpoint}", "logger=csv"])
+    )
+    assert again["image_auroc"] == tiny_run.metrics["image_auroc"]
+    with open(tmp_path / "eval" / "run" / "view_scores.csv") as handle:
+        expected = {
+            (row["key"], VIEWS[int(row["view"])]): float(row["image_score"]) for row in csv.DictReader(handle)
+        }
+
+    split_json = tiny_run.data_root / "realiad_jsons" / "can.json"
+    summary, rows = run_predict(tmp_path / "predict", tiny_run.checkpoint, split_json, "max_heatmaps=2")
+    assert len(rows) * len(VIEWS) == len(expected) == 30
+    for row in rows:
+        for view in VIEWS:
+            assert float(row[f"score_{view}"]) == expected[(row["key"], view)]
+        assert float(row["score"]) == max(float(row[f"score_{view}"]) for view in VIEWS)
+
+    threshold = summary["threshold"]
+    assert summary["layout"] == "realiad_json" and summary["n_samples"] == 6
+    for row in rows:
+        score, normalised = float(row["score"]), float(row["normalised"])
+        assert row["decision"] == ("NG" if score > threshold["value"] else "OK")
+        assert (normalised > 1) == (row["decision"] == "NG")
+        assert row["label"] in ("0", "1")
+    heatmaps = sorted((tmp_path / "predict" / "run" / "heatmaps").iterdir())
+    assert sorted(row["heatmap"] for row in rows) == ["", "", "", ""] + [str(path) for path in heatmaps]
+    confusion = summary["confusion"]
+    assert sum(confusion.values()) == 6
+    assert confusion["true_ng"] + confusion["false_ok"] == sum(row["label"] == "1" for row in rows)
+    assert json.loads((tmp_path / "predict" / "run" / "summary.json").read_text()) == summary
+
+
+def test_every_input_layout_gives_the_same_scores(tmp_path, tiny_run):
+    key = "can_0007_OK"
+    incoming = tmp_path / "incoming"
+    copy_sample(tiny_run, key, incoming / "part_a")
+    copy_sample(tiny_run, "can_0001_NG_HS", incoming / "part_b")
+    rig = tmp_path / "rig"
+    shutil.copytree(incoming / "part_a", rig / "test" / "good" / "part_a")
+
+    def scores(source: Path, name: str, *extra: str) -> tuple[str, dict[str, list[float]]]:
+        summary, rows = run_predict(tmp_path / name, tiny_run.checkpoint, source, "heatmaps=false", *extra)
+        assert summary["n_samples"] == len(rows)
+        return summary["layout"], {row["key"]: [float(row[f"score_{v}"]) for v in VIEWS] for row in rows}
+
+    def same(found: dict, expected: dict) -> bool:  # other batch sizes: float32 rounding differences only
+        return found.keys() == expected.keys() and all(found[k] == pytest.approx(expected[k]) for k in found)
+
+    layout, reference = scores(tiny_run.data_root, "root", "split=test")
+    assert layout == "realiad" and len(reference) == 6
+    layout, one = scores(incoming / "part_a", "one")
+    assert layout == "sample" and same(one, {"part_a": reference[key]})
+    layout, several = scores(incoming, "several")
+    assert layout == "samples" and same(
+        several, {"part_a": reference[key], "part_b": reference["can_0001_NG_HS"]}
+    )
+    layout, rig_scores = scores(rig, "rig")
+    assert layout == "folder" and same(rig_scores, {"good_part_a": reference[key]})
+
+
+def test_without_a_threshold_only_raw_scores_are_reported(tmp_path, tiny_run, caplog):
+    checkpoint = torch.load(tiny_run.checkpoint, weights_only=True)
+    del checkpoint[CHECKPOINT_KEY]
+    bare = tmp_path / "bare.ckpt"
+    torch.save(checkpoint, bare)
+    sample = copy_sample(tiny_run, "can_0007_OK", tmp_path / "part")
+    with caplog.at_level("WARNING"):
+        summary, rows = run_predict(tmp_path, bare, sample, "max_heatmaps=0")
+    assert "no OK/NG threshold" in caplog.text and "no OK/NG threshold" in summary["message"]
+    assert summary["threshold"] is None and summary["decisions"] == {"OK": 0, "NG": 0, "INVALID": 0}
+    assert rows[0]["decision"] == "" and rows[0]["normalised"] == "" and float(rows[0]["score"]) > -1e9
+    assert not (tmp_path / "run" / "heatmaps").exists()
+
+
+def test_user_errors_end_in_one_line_and_leave_no_outputs(tmp_path, tiny_run):
+    sample = copy_sample(tiny_run, "can_0007_OK", tmp_path / "part")
+    (sample / "C5.jpg").unlink()
+    expected = r"^error: Sample .*part lacks view\(s\) C5: the model expects"
+    with pytest.raises(SystemExit, match=expected), user_errors():
+        run_predict(tmp_path, tiny_run.checkpoint, sample)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
