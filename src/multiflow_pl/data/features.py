@@ -50,8 +50,11 @@ class FeatureCache:
         self.cache_dir = Path(cache_dir)
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if device == "auto" else device))
+        self.device = torch.device(
+            "cuda"
+            if device == "auto" and torch.cuda.is_available()
+            else ("cpu" if device == "auto" else device)
+        )
         self.show_progress = show_progress
 
     def key(self, extractor: FeatureExtractor, dataset: MultiViewImageDataset) -> str:
@@ -106,7 +109,9 @@ class FeatureCache:
         else:
             reason = f"shape {features.shape} != expected {expected}"
         if not ok:
-            warnings.warn(f"Feature cache {key} is unreadable or stale ({reason}); rebuilding it.", stacklevel=2)
+            warnings.warn(
+                f"Feature cache {key} is unreadable or stale ({reason}); rebuilding it.", stacklevel=2
+            )
             for path in (meta_path, features_path, foreground_path):
                 path.unlink(missing_ok=True)
             return None
@@ -138,17 +143,22 @@ class FeatureCache:
                 tmp_foreground, mode="w+", dtype=np.uint8, shape=expected[:2] + expected[3:]
             )
             row = 0
-            batches = progress(loader, len(loader), f"Extracting features ({len(dataset)} samples)",
-                               self.show_progress)
+            batches = progress(
+                loader, len(loader), f"Extracting features ({len(dataset)} samples)", self.show_progress
+            )
             for batch in batches:
                 images = batch["images"].to(self.device, non_blocking=True)
                 b, v = images.shape[:2]
                 flat = images.flatten(0, 1)
                 if channels_last:
                     flat = flat.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                with torch.autocast(
+                    self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+                ):
                     out = extractor(flat)
-                features[row : row + b] = out.float().view(b, v, *out.shape[1:]).cpu().numpy().astype(np.float16)
+                features[row : row + b] = (
+                    out.float().view(b, v, *out.shape[1:]).cpu().numpy().astype(np.float16)
+                )
                 foreground[row : row + b] = batch["foreground"].numpy().astype(np.uint8)
                 row += b
             features.flush()
@@ -156,8 +166,12 @@ class FeatureCache:
             del features, foreground
             os.replace(tmp_features, features_path)
             os.replace(tmp_foreground, foreground_path)
-            meta = {"key": key, "shape": list(expected), **extractor.cache_signature(),
-                    "keys": [s.key for s in dataset.samples]}
+            meta = {
+                "key": key,
+                "shape": list(expected),
+                **extractor.cache_signature(),
+                "keys": [s.key for s in dataset.samples],
+            }
             tmp_meta = meta_path.with_name(meta_path.name + suffix)
             tmp_meta.write_text(json.dumps(meta, indent=1))
             os.replace(tmp_meta, meta_path)
