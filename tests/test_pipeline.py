@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf
 
-from multiflow_pl.config import config_dir
 from multiflow_pl.evaluate import evaluate
 from multiflow_pl.train import train
 
@@ -33,22 +30,6 @@ TINY_DATA = [
 ]
 
 
-def compose_cfg(name: str, tmp_path: Path, overrides: list[str]) -> DictConfig:
-    """Compose a real config with paths inside ``tmp_path`` and make ${hydra:...} resolvable."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(
-            name,
-            overrides=[f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}", *overrides],
-            return_hydra_config=True,
-        )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-        del cfg.hydra
-    return cfg
-
-
 @pytest.fixture(autouse=True)
 def _clear_hydra():
     yield
@@ -56,7 +37,7 @@ def _clear_hydra():
 
 
 def test_default_config_composes_to_the_demo(tmp_path):
-    cfg = compose_cfg("train", tmp_path, [])
+    cfg = compose_config("train", tmp_path, [])
     assert cfg.data.format == "realiad" and cfg.data.generate is not None
     assert cfg.backbone.name == "resnet18" and cfg.backbone.pretrained is False
     assert cfg.model.flow.graph == "top_ring" and cfg.model.flow.message_weights == "per_edge"
@@ -65,7 +46,9 @@ def test_default_config_composes_to_the_demo(tmp_path):
 
 
 def test_realiad_experiment_is_the_papers_setting(tmp_path):
-    cfg = compose_cfg("train", tmp_path, ["+experiment=realiad", "data.root=/x", "data.category=audiojack"])
+    cfg = compose_config(
+        "train", tmp_path, ["+experiment=realiad", "data.root=/x", "data.category=audiojack"]
+    )
     assert cfg.data.root == "/x" and cfg.data.category == "audiojack" and cfg.data.generate is None
     assert cfg.backbone.name.startswith("tf_efficientnet_b5") and list(cfg.backbone.layers) == ["blocks.5"]
     assert cfg.backbone.input_size == 768 and cfg.backbone.pretrained is True
@@ -82,13 +65,13 @@ def test_realiad_experiment_is_the_papers_setting(tmp_path):
 
 @pytest.mark.parametrize("ablation", ["model.flow.graph=none", "model.flow.message_weights=shared"])
 def test_ablations_compose(tmp_path, ablation):
-    cfg = compose_cfg("train", tmp_path, ["+experiment=realiad", ablation])
+    cfg = compose_config("train", tmp_path, ["+experiment=realiad", ablation])
     key, value = ablation.split("=")
     assert str(OmegaConf.select(cfg, key)) == value
 
 
 def test_fast_dev_run_train_then_evaluate(tmp_path):
-    cfg = compose_cfg("train", tmp_path, [*TINY_DATA, "trainer.max_epochs=1"])
+    cfg = compose_config("train", tmp_path, [*TINY_DATA, "trainer.max_epochs=1"])
     metrics = train(cfg)
     run = tmp_path / "run"
     saved = json.loads((run / "metrics.json").read_text())
@@ -101,7 +84,7 @@ def test_fast_dev_run_train_then_evaluate(tmp_path):
     loaded = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert loaded["multiflow_config"]["model"]["n_views"] == 5
 
-    eval_cfg = compose_cfg("eval", tmp_path / "eval", [f"ckpt_path={checkpoint}", "logger=csv"])
+    eval_cfg = compose_config("eval", tmp_path / "eval", [f"ckpt_path={checkpoint}", "logger=csv"])
     again = evaluate(eval_cfg)
     for key in ("image_auroc", "sample_auroc", "pixel_auroc"):
         assert again[key] == pytest.approx(metrics[key], abs=1e-6)
