@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import compose_config
 from hydra.core.global_hydra import GlobalHydra
-from test_pipeline import TINY_DATA, compose_cfg
+from test_pipeline import TINY_DATA
 
 from multiflow_pl.evaluate import evaluate
 
@@ -59,7 +60,7 @@ def test_ddp_on_two_cpu_processes_matches_single_process_evaluation(tmp_path, mo
 
     distributed = json.loads((run / "metrics.json").read_text())
     checkpoint = next((run / "checkpoints").glob("*.ckpt"))
-    single = evaluate(compose_cfg("eval", tmp_path / "eval", [f"ckpt_path={checkpoint}", "logger=csv"]))
+    single = evaluate(compose_config("eval", tmp_path / "eval", [f"ckpt_path={checkpoint}", "logger=csv"]))
     GlobalHydra.instance().clear()
     for key in METRICS:
         assert distributed[key] == pytest.approx(single[key], abs=1e-6), key

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import wandb
+from conftest import compose_config
 from hydra.core.global_hydra import GlobalHydra
-from test_pipeline import TINY_DATA, compose_cfg
+from test_pipeline import TINY_DATA
 
 from multiflow_pl.evaluation.export import write_csv, write_realiad_predictions
 from multiflow_pl.train import train
@@ -81,7 +82,7 @@ def offline_wandb(monkeypatch):
 
 def test_training_run_leaves_predictions_plots_and_an_offline_wandb_run(tmp_path, offline_wandb):
     overrides = [o for o in TINY_DATA if not o.startswith("logger=")]  # default loggers: CSV + W&B offline
-    cfg = compose_cfg("train", tmp_path, [*overrides, "trainer.max_epochs=1", "+notes.api_key=hunter2"])
+    cfg = compose_config("train", tmp_path, [*overrides, "trainer.max_epochs=1", "+notes.api_key=hunter2"])
     metrics = train(cfg)
     run = tmp_path / "run"
 
