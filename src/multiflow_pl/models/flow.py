@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from multiflow_pl.models.coupling import AffineCoupling, ViewPermutation
-from multiflow_pl.models.fusion import MessageWeights
+from multiflow_pl.models.fusion import ConvAlgorithm, MessageWeights
 from multiflow_pl.models.graph import check_adjacency, view_graph
 
 
@@ -44,6 +44,9 @@ class MultiViewFlow(nn.Module):
         clamp: soft-clamp bound of the log-scales.
         noise_channels: channels of the noise-conditioning input (0 disables it).
         message_weights: ``"per_edge"`` (own message conv per directed edge, the paper) or ``"shared"``.
+        conv_algorithm: ``"auto"`` (Winograd convolutions where they pay off: wide convolutions on CPU, see
+            :mod:`multiflow_pl.models.winograd`), ``"winograd"`` (every 3x3/5x5 convolution) or ``"direct"``
+            (always the library's convolution); the same function up to rounding.
         seed: seeds the channel permutations (parameters use the global generator).
     """
 
@@ -59,6 +62,7 @@ class MultiViewFlow(nn.Module):
         noise_channels: int = 1,
         message_weights: MessageWeights = "per_edge",
         seed: int = 0,
+        conv_algorithm: ConvAlgorithm = "auto",
     ) -> None:
         super().__init__()
         if len(kernel_sizes) != n_blocks:
@@ -73,7 +77,9 @@ class MultiViewFlow(nn.Module):
             ViewPermutation(channels, n_views, generator) for _ in range(n_blocks)
         )
         self.couplings = nn.ModuleList(
-            AffineCoupling(channels, adjacency, k, hidden, clamp, noise_channels, message_weights)
+            AffineCoupling(
+                channels, adjacency, k, hidden, clamp, noise_channels, message_weights, conv_algorithm
+            )
             for k in kernel_sizes
         )
 
@@ -108,24 +114,39 @@ class MultiViewFlow(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``x [B, V, C, h, w]`` -> ``(z [B, V, C, h, w], logdet [B, V, h, w])``; cond None means zeros."""
+        z, logdet = self._forward_pixels(x, cond)
+        return z.permute(0, 3, 4, 1, 2).contiguous(), logdet.permute(0, 3, 1, 2).contiguous()
+
+    def _forward_pixels(
+        self, x: torch.Tensor, cond: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The flow in pixel-major layout: ``(z [B, h, w, V, C], logdet [B, h, w, V])``.
+
+        The blocks work on ``[B, h, w, V, C]`` (see :mod:`multiflow_pl.models.fusion`); the first
+        permutation's gather also does the layout change.
+        """
         self._check_inputs(x, cond)
-        logdet = x.new_zeros(x.shape[0], x.shape[1], x.shape[3], x.shape[4])
+        x = x.permute(0, 3, 4, 1, 2)
+        cond = None if cond is None else cond.permute(0, 3, 4, 1, 2)
+        logdet = x.new_zeros(x.shape[:4])
         for permutation, coupling in zip(self.permutations, self.couplings, strict=True):
-            x, block_logdet = coupling(permutation(x), cond)
+            x, block_logdet = coupling(permutation(x, view_dim=3), cond)
             logdet = logdet + block_logdet
         return x, logdet
 
     def inverse(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Exact inverse of :meth:`forward`: ``z [B, V, C, h, w]`` -> ``x``."""
         self._check_inputs(z, cond)
+        z = z.permute(0, 3, 4, 1, 2)
+        cond = None if cond is None else cond.permute(0, 3, 4, 1, 2)
         for permutation, coupling in zip(reversed(self.permutations), reversed(self.couplings), strict=True):
-            z = permutation.inverse(coupling.inverse(z, cond))
-        return z
+            z = permutation.inverse(coupling.inverse(z, cond), view_dim=3)
+        return z.permute(0, 3, 4, 1, 2).contiguous()
 
     def nll(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Per-pixel negative log-likelihood per channel ``[B, V, h, w]``: (0.5 sum_c z^2 - logdet) / C."""
-        z, logdet = self(x, cond)
-        return (0.5 * z.pow(2).sum(2) - logdet) / self.channels
+        z, logdet = self._forward_pixels(x, cond)
+        return ((0.5 * z.pow(2).sum(-1) - logdet) / self.channels).permute(0, 3, 1, 2)
 
     def loss(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, cond: torch.Tensor | None = None
@@ -139,6 +160,6 @@ class MultiViewFlow(nn.Module):
         expected = (x.shape[0], x.shape[1], x.shape[3], x.shape[4])
         if tuple(mask.shape) != expected:
             raise ValueError(f"Expected mask of shape {expected}, got {tuple(mask.shape)}.")
-        z, logdet = self(x, cond)
-        mask = mask.to(z.dtype)
-        return ((0.5 * (z * mask[:, :, None]).pow(2).sum(2) - mask * logdet) / self.channels).mean()
+        z, logdet = self._forward_pixels(x, cond)
+        mask = mask.to(z.dtype).permute(0, 2, 3, 1)  # [B, h, w, V]
+        return ((0.5 * (z * mask[..., None]).pow(2).sum(-1) - mask * logdet) / self.channels).mean()
