@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from multiflow_pl.data.foreground import auto_foreground, folder_foreground
 from multiflow_pl.data.images import read_image, read_mask
+from multiflow_pl.data.memmap import read_row
 from multiflow_pl.data.sample import MultiViewSample
 
 
@@ -116,8 +117,8 @@ class CachedFeatureDataset(Dataset):
         sample = self.samples[index]
         flips = [view.view in self.flip_views for view in sample.views]
         item = _labels_and_masks(sample, index, self.mask_size, flips)
-        item["features"] = torch.from_numpy(np.array(self.features[index], dtype=np.float32))
-        item["foreground"] = torch.from_numpy(np.array(self.foreground_masks[index], dtype=np.float32))
+        item["features"] = torch.from_numpy(read_row(self.features, index))
+        item["foreground"] = torch.from_numpy(read_row(self.foreground_masks, index))
         return item
 
 
