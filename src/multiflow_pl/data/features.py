@@ -133,10 +133,8 @@ class FeatureCache:
             collate_fn=collate_samples,
             pin_memory=self.device.type == "cuda",
         )
-        extractor = extractor.to(self.device)
-        channels_last = self.device.type == "cuda"
-        if channels_last:
-            extractor = extractor.to(memory_format=torch.channels_last)
+        # Channels-last: oneDNN (CPU) and cuDNN (GPU) run the backbone's convolutions faster in it.
+        extractor = extractor.to(self.device, memory_format=torch.channels_last)
         try:
             features = np.lib.format.open_memmap(tmp_features, mode="w+", dtype=np.float16, shape=expected)
             foreground = np.lib.format.open_memmap(
@@ -146,19 +144,16 @@ class FeatureCache:
             batches = progress(
                 loader, len(loader), f"Extracting features ({len(dataset)} samples)", self.show_progress
             )
-            for batch in batches:
+            for batch in batches:  # DataLoader workers decode the next images while this batch runs
                 images = batch["images"].to(self.device, non_blocking=True)
                 b, v = images.shape[:2]
-                flat = images.flatten(0, 1)
-                if channels_last:
-                    flat = flat.contiguous(memory_format=torch.channels_last)
+                flat = images.flatten(0, 1).contiguous(memory_format=torch.channels_last)
                 with torch.autocast(
                     self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
                 ):
                     out = extractor(flat)
-                features[row : row + b] = (
-                    out.float().view(b, v, *out.shape[1:]).cpu().numpy().astype(np.float16)
-                )
+                # float16 already on the device: half the transfer, and no conversion pass on the CPU side
+                features[row : row + b] = out.to(torch.float16).unflatten(0, (b, v)).cpu().numpy()
                 foreground[row : row + b] = batch["foreground"].numpy().astype(np.uint8)
                 row += b
             features.flush()
