@@ -1,0 +1,261 @@
+"""MultiViewFlow speed at the paper's shapes: fast path (per-edge and shared message weights) against the
+naive per-view/per-edge twin of benchmarks/naive_flow.py, side by side in one run.
+
+A training step is forward + loss + backward + AdamW step on noise-conditioned features; an evaluation
+forward runs under ``torch.inference_mode`` without noise. Every variant is timed once per repetition, in
+turn, so that load from other processes hits them alike (the first repetition includes warm-up: use
+3 or more); the table gives the median wall time and the
+median CPU time of the process (CPU time / wall time > threads means nothing; < threads means the process
+waited for a core). Before timing, the fast path is checked against the naive one on the same input: in
+float64, where both are exact up to rounding (must agree to 1e-5), and in float32 (printed, next to each
+path's distance from the float64 result).
+
+    PYTHONPATH=src python benchmarks/bench_flow.py                  # CPU, 2 threads, 3 repetitions
+    PYTHONPATH=src python benchmarks/bench_flow.py --reps 5 --variants naive fast fast_direct shared
+    PYTHONPATH=src python benchmarks/bench_flow.py --device cuda --amp
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flow_flops import flow_forward_flops
+from naive_flow import NaiveMultiViewFlow
+
+from multiflow_pl.models.flow import MultiViewFlow, noise_condition
+
+# The reference implementation on this machine kind, 2 threads (from the issue): seconds.
+REFERENCE_TRAIN_S, REFERENCE_EVAL_S = 19.8, 6.0
+EQUIVALENCE_TOLERANCE = 1e-5
+# name -> (message weights, conv algorithm, naive twin)
+VARIANTS = {
+    "naive": ("per_edge", "auto", True),
+    "naive_shared": ("shared", "auto", True),
+    "fast": ("per_edge", "auto", False),
+    "fast_direct": ("per_edge", "direct", False),
+    "shared": ("shared", "auto", False),
+    "shared_direct": ("shared", "direct", False),
+}
+
+
+def build_flow(args: argparse.Namespace, message_weights: str, conv_algorithm: str = "auto") -> MultiViewFlow:
+    """The paper's flow (seeded) with message strengths 0.1, so that the cross-view messages are active."""
+    torch.manual_seed(0)
+    flow = MultiViewFlow(
+        args.channels,
+        args.views,
+        args.graph,
+        n_blocks=len(args.kernel_sizes),
+        hidden=args.hidden,
+        kernel_sizes=args.kernel_sizes,
+        message_weights=message_weights,
+        conv_algorithm=conv_algorithm,
+    )
+    with torch.no_grad():
+        for coupling in flow.couplings:
+            for net in (coupling.subnet_a, coupling.subnet_b):
+                if net.n_edges:
+                    net.gamma.fill_(0.1)
+    return flow
+
+
+def features(
+    args: argparse.Namespace, batch: int, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, ...]:
+    """Noise-conditioned random features ``[batch, V, C, s, s]`` and their noise map."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, args.views, args.channels, args.size, args.size, generator=generator, dtype=dtype)
+    x, cond = noise_condition(x, generator=generator)
+    return x.to(args.device), cond.to(args.device)
+
+
+def check_equivalence(args: argparse.Namespace) -> bool:
+    """Fast vs naive z / logdet on one sample, float64 (checked) and float32 (reported)."""
+    ok = True
+    print("Equivalence, fast vs naive, one sample (max |difference|):")
+    for message_weights in ("per_edge", "shared"):
+        flow = build_flow(args, message_weights).to(args.device)
+        naive = NaiveMultiViewFlow(flow)
+        x, cond = features(args, 1)
+        with torch.inference_mode():
+            z, logdet = flow(x, cond)
+            z_naive, logdet_naive = naive(x, cond)
+            flow.double()
+            z64, logdet64 = flow(x.double(), cond.double())
+            z64_naive, logdet64_naive = naive(x.double(), cond.double())
+        diff64 = max((z64 - z64_naive).abs().max().item(), (logdet64 - logdet64_naive).abs().max().item())
+        ok &= diff64 <= EQUIVALENCE_TOLERANCE
+        print(
+            f"  {message_weights:8s} float64: z {(z64 - z64_naive).abs().max():.1e}, "
+            f"logdet {(logdet64 - logdet64_naive).abs().max():.1e} "
+            f"({'ok' if diff64 <= EQUIVALENCE_TOLERANCE else 'FAILED'}, tolerance "
+            f"{EQUIVALENCE_TOLERANCE:.0e})"
+        )
+        print(
+            f"  {message_weights:8s} float32: z {(z - z_naive).abs().max():.1e}, "
+            f"logdet {(logdet - logdet_naive).abs().max():.1e}; distance from float64: "
+            f"fast z {(z - z64).abs().max():.1e} logdet {(logdet - logdet64).abs().max():.1e}, "
+            f"naive z {(z_naive - z64).abs().max():.1e} logdet {(logdet_naive - logdet64).abs().max():.1e} "
+            f"(|z| <= {z64.abs().max():.0f}, |logdet| <= {logdet64.abs().max():.0f})"
+        )
+    return ok
+
+
+def machine_rates(device: torch.device) -> None:
+    """Sustained GFLOP/s of this machine on a big GEMM and on the flow's widest convolution (direct)."""
+    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
+    x = torch.randn(8, 320, 26, 26, device=device).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(1520, 320, 3, 3, device=device)
+    rates = []
+    for flops, fn in ((2 * 2048**3, lambda: a @ b), (2 * 8 * 576 * 1520 * 320 * 9, lambda: F.conv2d(x, w))):
+        fn()
+        rates.append(flops / min(_timed(fn, device)[0] for _ in range(3)) / 1e9)
+    print(f"Machine: GEMM 2048^3 {rates[0]:.0f} GFLOP/s, conv 320->1520 3x3 on 8x26^2 {rates[1]:.0f} GFLOP/s")
+
+
+def _timed(fn: Callable[[], None], device: torch.device) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of ``fn()``."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+@dataclass
+class Variant:
+    """One timed model with its optimizer and collected (wall, cpu) times."""
+
+    name: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    channels: int
+    train: list[tuple[float, float]]
+    evaluate: list[tuple[float, float]]
+
+    def train_step(self, x: torch.Tensor, cond: torch.Tensor, amp: bool) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            z, logdet = self.model(x, cond)
+            loss = ((0.5 * z.float().pow(2).sum(2) - logdet.float()) / self.channels).mean()
+        loss.backward()
+        self.optimizer.step()
+
+    def eval_forward(self, x: torch.Tensor, amp: bool) -> None:
+        with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            self.model(x, None)
+
+
+def make_variants(args: argparse.Namespace) -> list[Variant]:
+    variants = []
+    for name in args.variants:
+        message_weights, conv_algorithm, naive = VARIANTS[name]
+        flow = build_flow(args, message_weights, conv_algorithm).to(args.device)
+        optimizer = torch.optim.AdamW(flow.parameters(), lr=2e-4, betas=(0.9, 0.95), weight_decay=1e-5)
+        model = NaiveMultiViewFlow(flow) if naive else flow
+        variants.append(Variant(name, model, optimizer, args.channels, [], []))
+    return variants
+
+
+def _median(times: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+
+
+def report(args: argparse.Namespace, variants: list[Variant]) -> None:
+    flops = {
+        mw: flow_forward_flops(
+            args.channels,
+            args.views,
+            args.graph,
+            args.size,
+            args.size,
+            args.batch,
+            args.hidden,
+            args.kernel_sizes,
+            mw,
+        )
+        for mw in ("per_edge", "shared")
+    }
+    naive = next((v for v in variants if v.name == "naive"), None)
+    naive_train = _median(naive.train)[0] if naive else None
+    naive_eval = _median(naive.evaluate)[0] if naive else None
+    print(
+        f"\n{'variant':14s} {'train s':>8s} {'(cpu s)':>8s} {'eval s':>7s} {'(cpu s)':>8s} "
+        f"{'train/naive':>11s} {'eval/naive':>10s} {'train/ref':>9s} {'eval/ref':>8s} {'GFLOP/s':>8s}"
+    )
+    for v in variants:
+        train_wall, train_cpu = _median(v.train)
+        eval_wall, eval_cpu = _median(v.evaluate)
+        message_weights = VARIANTS[v.name][0]
+        rate = 3 * flops[message_weights] / train_wall / 1e9
+        vs_naive = (
+            f"{train_wall / naive_train:11.2f} {eval_wall / naive_eval:10.2f}"
+            if naive
+            else f"{'':11s} {'':10s}"
+        )
+        print(
+            f"{v.name:14s} {train_wall:8.2f} {train_cpu:8.2f} {eval_wall:7.2f} {eval_cpu:8.2f} {vs_naive} "
+            f"{train_wall / REFERENCE_TRAIN_S:9.2f} {eval_wall / REFERENCE_EVAL_S:8.2f} {rate:8.1f}"
+        )
+    print(
+        f"\nFLOPs per training step (about 3x forward): per_edge {3 * flops['per_edge'] / 1e9:.0f} G, "
+        f"shared {3 * flops['shared'] / 1e9:.0f} G (direct convolution; GFLOP/s above = these / train s). "
+        f"Reference: {REFERENCE_TRAIN_S} s train, {REFERENCE_EVAL_S} s eval (per_edge, same machine kind)."
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--reps", type=int, default=3, help="timed repetitions per variant (median)")
+    parser.add_argument("--batch", type=int, default=8, help="samples per step")
+    parser.add_argument("--views", type=int, default=5)
+    parser.add_argument("--channels", type=int, default=304)
+    parser.add_argument("--size", type=int, default=24, help="feature map side")
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--kernel-sizes", type=int, nargs="+", default=[3, 3, 3, 3, 3, 5])
+    parser.add_argument("--graph", default="top_ring")
+    parser.add_argument("--variants", nargs="+", default=["naive", "fast", "shared"], choices=list(VARIANTS))
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (meant for CUDA)")
+    parser.add_argument("--skip-check", action="store_true", help="skip the fast == naive check")
+    args = parser.parse_args()
+    args.device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    print(
+        f"MultiViewFlow {args.views} views x {args.channels} x {args.size}^2, batch {args.batch}, "
+        f"{len(args.kernel_sizes)} blocks {args.kernel_sizes}, hidden {args.hidden}, graph {args.graph}; "
+        f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, amp {args.amp}"
+    )
+    machine_rates(args.device)
+    if not args.skip_check and not check_equivalence(args):
+        raise SystemExit("fast and naive paths disagree")
+    variants = make_variants(args)
+    x, cond = features(args, args.batch)
+    for rep in range(args.reps):
+        for v in variants:
+            v.train.append(_timed(lambda v=v: v.train_step(x, cond, args.amp), args.device))
+            v.evaluate.append(_timed(lambda v=v: v.eval_forward(x, args.amp), args.device))
+            print(
+                f"  rep {rep + 1}/{args.reps} {v.name:14s} train {v.train[-1][0]:6.2f} s "
+                f"eval {v.evaluate[-1][0]:6.2f} s",
+                flush=True,
+            )
+    report(args, variants)
+
+
+if __name__ == "__main__":
+    main()
