@@ -15,7 +15,14 @@ from PIL import Image
 
 from multiflow_pl.config import config_dir
 from multiflow_pl.data.realiad import CATEGORIES
-from multiflow_pl.report import collect_runs, main, parse_overrides, varied_keys, write_report
+from multiflow_pl.report import (
+    collect_runs,
+    defect_metrics,
+    main,
+    parse_overrides,
+    varied_keys,
+    write_report,
+)
 
 BASE = {"a": 0.6, "b": 0.8}
 GRAPH_GAIN = {"top_ring": 0.1, "none": 0.0}
@@ -48,6 +55,7 @@ def multirun(tmp_path):
                     "seed": seed,
                     "sample_auroc": _sample_auroc(category, graph, seed),
                     "pixel_ap": None,  # undefined metric (null in metrics.json)
+                    "sample_auroc_XV": _sample_auroc(category, graph, seed) - 0.1,
                 }
                 (run / "metrics.json").write_text(json.dumps(metrics))
                 job += 1
@@ -96,6 +104,15 @@ def test_report_tables_hold_mean_and_std_over_seeds(multirun, tmp_path):
     with report.summary_csv.open() as handle:
         assert len(list(csv.DictReader(handle))) == 2
     assert Image.open(report.plot).size[0] > 400
+
+
+def test_report_adds_per_defect_type_tables(multirun, tmp_path):
+    assert defect_metrics(collect_runs(multirun)) == ["sample_auroc_XV"]
+    text = write_report(multirun, tmp_path / "out").markdown.read_text()
+    per_defect = text.split("## Sample AUROC per defect type, mean over categories")[1]
+    # top_ring, mean over categories per seed: (0.6 + 0.8) / 2 + 0.1 - 0.1 = 0.70 and 0.72
+    assert "| model.flow.graph=top_ring | 2 | 2 | 71.0 ± 1.4 |" in per_defect
+    assert "| model.flow.graph=none | b | 2 | 71.0 ± 1.4 |" in per_defect.split("per category")[1]
 
 
 def test_report_command_writes_into_the_multirun_folder(multirun, capsys):

@@ -105,6 +105,18 @@ def setting_of(run: RunResult, keys: Sequence[str]) -> str:
     return ", ".join(f"{key}={run.overrides.get(key, '(default)')}" for key in keys) or "all runs"
 
 
+def defect_metrics(runs: Sequence[RunResult]) -> list[str]:
+    """The per-defect-type sample AUROC keys (``sample_auroc_<CODE>``) that any run reports, sorted."""
+    return sorted(
+        {
+            key
+            for run in runs
+            for key in run.metrics
+            if key.startswith("sample_auroc_") and key != "sample_auroc_mean"
+        }
+    )
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     """(mean, sample std (NaN for fewer than two), count) of the finite values."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
@@ -213,7 +225,8 @@ def write_report(
     plot_metric: str = "sample_auroc",
 ) -> Report:
     """Collect the runs under ``directory`` and write report.md, per_category.csv, summary.csv and
-    report.png into ``out`` (default ``directory``)."""
+    report.png into ``out`` (default ``directory``). report.md adds per-defect-type tables of sample AUROC
+    (``sample_auroc_<CODE>``) when the runs report them."""
     if plot_metric not in metrics:
         raise ValueError(f"plot_metric {plot_metric!r} is not one of the reported metrics {tuple(metrics)}")
     runs = collect_runs(directory)
@@ -229,18 +242,26 @@ def write_report(
             if k not in (*keys, CATEGORY_KEY, SEED_KEY)
         }
     )
-    text = "\n\n".join(
-        [
-            f"# Report: {Path(directory).resolve().name}",
-            f"{len(runs)} runs; settings differ in: {', '.join(keys) or 'nothing'}; "
-            f"common overrides: {', '.join(f'`{o}`' for o in common) or 'none'}. "
-            "Metrics in percent, mean ± std over seeds.",
-            "## Mean over categories",
-            markdown_table(summary, metrics, ["setting", "n_categories", "n_seeds"]),
-            "## Per category",
-            markdown_table(per_category, metrics, ["setting", "category", "n_seeds"]),
+    sections = [
+        f"# Report: {Path(directory).resolve().name}",
+        f"{len(runs)} runs; settings differ in: {', '.join(keys) or 'nothing'}; "
+        f"common overrides: {', '.join(f'`{o}`' for o in common) or 'none'}. "
+        "Metrics in percent, mean ± std over seeds.",
+        "## Mean over categories",
+        markdown_table(summary, metrics, ["setting", "n_categories", "n_seeds"]),
+        "## Per category",
+        markdown_table(per_category, metrics, ["setting", "category", "n_seeds"]),
+    ]
+    defects = defect_metrics(runs)
+    if defects:
+        defect_per_category, defect_summary = summarize(runs, defects)
+        sections += [
+            "## Sample AUROC per defect type, mean over categories",
+            markdown_table(defect_summary, defects, ["setting", "n_categories", "n_seeds"]),
+            "## Sample AUROC per defect type, per category",
+            markdown_table(defect_per_category, defects, ["setting", "category", "n_seeds"]),
         ]
-    )
+    text = "\n\n".join(sections)
     markdown = out / "report.md"
     write_atomic(markdown, text + "\n")
     return Report(
