@@ -2,10 +2,13 @@
 
 Writes a synthetic folder of N samples x 5 views (JPEG) to a temporary directory, indexes it with
 ``MultiViewSample``/``ViewRecord``, and builds the feature cache (``FeatureCache.load_or_build``) from
-scratch with ``num_workers`` 0 and 2, for the demo backbone (resnet18 ``layer2``, random init, 256 px).
+scratch with ``num_workers`` 0 and 2. The default backbone is the demo's (conf/backbone/resnet18.yaml:
+resnet18 ``act1``, random init, 64 px input, 2 x 2 average pooling); ``--layers``, ``--input-size`` and
+``--pool`` pick others.
 For context it also times image decoding alone and the backbone alone (contiguous vs channels-last).
 
     PYTHONPATH=src python benchmarks/bench_features.py
+    PYTHONPATH=src python benchmarks/bench_features.py --layers layer2 --input-size 256 --pool 1
     PYTHONPATH=src python benchmarks/bench_features.py --samples 64 --reps 3 --device cuda
 """
 
@@ -65,7 +68,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=24, help="samples (x5 views) in the folder")
     parser.add_argument("--image-size", type=int, default=256, help="side of the JPEGs on disk")
-    parser.add_argument("--input-size", type=int, default=256, help="backbone input side")
+    parser.add_argument("--layers", nargs="+", default=["act1"], help="resnet18 layers to extract")
+    parser.add_argument("--input-size", type=int, default=64, help="backbone input side")
+    parser.add_argument("--pool", type=int, default=2, help="average pooling of the features")
     parser.add_argument("--batch", type=int, default=8, help="samples per extraction batch")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--reps", type=int, default=2)
@@ -74,10 +79,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    extractor = FeatureExtractor("resnet18", ["layer2"], pretrained=False, input_size=args.input_size)
+    extractor = FeatureExtractor(
+        "resnet18", args.layers, pretrained=False, input_size=args.input_size, pool=args.pool
+    )
     n_images = args.samples * len(VIEWS)
     print(
-        f"resnet18 layer2 (random init) at {args.input_size} px -> {extractor.out_channels} x "
+        f"resnet18 {'+'.join(args.layers)} (random init, pool {args.pool}) at {args.input_size} px -> "
+        f"{extractor.out_channels} x "
         f"{extractor.feature_size}; {args.samples} samples x {len(VIEWS)} views of {args.image_size} px "
         f"JPEG; batch {args.batch} samples; device {device}, {torch.get_num_threads()} threads, "
         f"median of {args.reps}"
