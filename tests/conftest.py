@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+from multiflow_pl.models.flow import MultiViewFlow
+
+_NAIVE_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "naive_flow.py"
+_spec = importlib.util.spec_from_file_location("naive_flow", _NAIVE_PATH)
+naive_flow = importlib.util.module_from_spec(_spec)
+"""benchmarks/naive_flow.py: the per-view/per-edge twin the fast flow is checked against."""
+_spec.loader.exec_module(naive_flow)
+
+N_VIEWS = 5
 
 
 def _write_image(path: Path, size: int = 8, seed: int = 0) -> Path:
@@ -23,6 +35,29 @@ def _write_image(path: Path, size: int = 8, seed: int = 0) -> Path:
 def write_image() -> Callable[..., Path]:
     """``write_image(path, size=8, seed=0) -> path``: a tiny random RGB image file."""
     return _write_image
+
+
+def make_flow(graph="top_ring", mode="per_edge", dtype=torch.float32, channels=6, kernel_sizes=(3, 3), **kw):
+    """Tiny seeded ``MultiViewFlow`` over :data:`N_VIEWS` views with gammas drawn in [0.5, 1.5], so that the
+    messages are active (``kw`` goes to the constructor; hidden defaults to 8)."""
+    torch.manual_seed(0)
+    kw.setdefault("hidden", 8)
+    flow = MultiViewFlow(
+        channels,
+        N_VIEWS,
+        graph,
+        n_blocks=len(kernel_sizes),
+        kernel_sizes=kernel_sizes,
+        message_weights=mode,
+        **kw,
+    )
+    flow = flow.to(dtype)
+    with torch.no_grad():
+        for coupling in flow.couplings:
+            for net in (coupling.subnet_a, coupling.subnet_b):
+                if net.n_edges:
+                    net.gamma.uniform_(0.5, 1.5)
+    return flow
 
 
 TINY_TRAIN = [

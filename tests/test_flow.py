@@ -1,39 +1,16 @@
 """MultiViewFlow: invertibility, exact log-determinant, cross-view dependency, fast == naive, losses, size."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import make_flow, naive_flow
 from torch.autograd.functional import jacobian
 
 from multiflow_pl.models.coupling import ViewPermutation, soft_clamp
 from multiflow_pl.models.flow import MultiViewFlow, noise_condition
 from multiflow_pl.models.graph import GRAPH_NAMES, reachable, view_graph
 
-_NAIVE_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "naive_flow.py"
-_spec = importlib.util.spec_from_file_location("naive_flow", _NAIVE_PATH)
-naive_flow = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(naive_flow)
-
 MODES = ("per_edge", "shared")
 V = 5
-
-
-def make_flow(graph="top_ring", mode="per_edge", dtype=torch.float32, channels=6, kernel_sizes=(3, 3), **kw):
-    """Tiny flow with nonzero gammas, so that messages are active."""
-    torch.manual_seed(0)
-    kw.setdefault("hidden", 8)
-    flow = MultiViewFlow(
-        channels, V, graph, n_blocks=len(kernel_sizes), kernel_sizes=kernel_sizes, message_weights=mode, **kw
-    )
-    flow = flow.to(dtype)
-    with torch.no_grad():
-        for coupling in flow.couplings:
-            for net in (coupling.subnet_a, coupling.subnet_b):
-                if net.n_edges:
-                    net.gamma.uniform_(0.5, 1.5)
-    return flow
 
 
 def features(batch=2, channels=6, size=(5, 4), dtype=torch.float32, seed=1):

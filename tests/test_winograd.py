@@ -1,24 +1,16 @@
 """Winograd convolution: exact transforms, results and gradients of F.conv2d, and the flow built on it."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_config
+from conftest import compose_config, make_flow, naive_flow
 from hydra.utils import instantiate
 from torch.autograd.functional import jacobian
 
 from multiflow_pl.models import winograd
-from multiflow_pl.models.flow import MultiViewFlow, noise_condition
+from multiflow_pl.models.flow import noise_condition
 from multiflow_pl.models.fusion import CrossViewSubnet
 from multiflow_pl.models.graph import view_graph
-
-_NAIVE_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "naive_flow.py"
-_spec = importlib.util.spec_from_file_location("naive_flow", _NAIVE_PATH)
-naive_flow = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(naive_flow)
 
 V = 5
 
@@ -102,24 +94,8 @@ def test_pays_off_only_for_wide_float_cpu_convolutions():
     assert not winograd.pays_off(torch.zeros(1, 4 * 128, 8, 8), torch.zeros(4 * 64, 128, 3, 3))  # per group
 
 
-def _flow(graph, mode, algorithm, dtype=torch.float64, channels=6, hidden=8):
-    torch.manual_seed(0)
-    flow = MultiViewFlow(
-        channels,
-        V,
-        graph,
-        n_blocks=2,
-        hidden=hidden,
-        kernel_sizes=(3, 5),
-        message_weights=mode,
-        conv_algorithm=algorithm,
-    ).to(dtype)
-    with torch.no_grad():
-        for coupling in flow.couplings:
-            for net in (coupling.subnet_a, coupling.subnet_b):
-                if net.n_edges:
-                    net.gamma.uniform_(0.5, 1.5)
-    return flow
+def _flow(graph, mode, algorithm, dtype=torch.float64, channels=6):
+    return make_flow(graph, mode, dtype, channels, kernel_sizes=(3, 5), conv_algorithm=algorithm)
 
 
 def _features(dtype=torch.float64, channels=6, size=(5, 7), batch=2):
