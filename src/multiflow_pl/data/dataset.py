@@ -118,7 +118,8 @@ class CachedFeatureDataset(Dataset):
         flips = [view.view in self.flip_views for view in sample.views]
         item = _labels_and_masks(sample, index, self.mask_size, flips)
         item["features"] = torch.from_numpy(read_row(self.features, index))
-        item["foreground"] = torch.from_numpy(read_row(self.foreground_masks, index))
+        # Masks are tiny (several rows share a page): releasing their pages would only re-fault neighbours.
+        item["foreground"] = torch.from_numpy(np.array(self.foreground_masks[index], dtype=np.float32))
         return item
 
 
