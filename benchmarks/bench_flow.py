@@ -65,8 +65,7 @@ def build_flow(args: argparse.Namespace, message_weights: str, conv_algorithm: s
     with torch.no_grad():
         for coupling in flow.couplings:
             for net in (coupling.subnet_a, coupling.subnet_b):
-                if net.n_edges:
-                    net.gamma.fill_(0.1)
+                net.gamma.fill_(0.1)
     return flow
 
 

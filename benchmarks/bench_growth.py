@@ -37,8 +37,7 @@ def step_time(n_views: int, side: int, args: argparse.Namespace) -> float:
     with torch.no_grad():
         for coupling in flow.couplings:
             for net in (coupling.subnet_a, coupling.subnet_b):
-                if net.n_edges:
-                    net.gamma.fill_(0.1)
+                net.gamma.fill_(0.1)
     optimizer = torch.optim.AdamW(flow.parameters(), lr=2e-4, betas=(0.9, 0.95), weight_decay=1e-5)
     x, cond = noise_condition(torch.randn(args.batch, n_views, CHANNELS, side, side, device=args.device))
     times = []

@@ -43,8 +43,8 @@ def _subnet(net: CrossViewSubnet, u: torch.Tensor, cond: torch.Tensor) -> tuple[
             k = e if net.message_weights == "per_edge" else 0
             messages.append(_conv(hidden[source], net.message_weight[k], net.message_bias[k]))
         if messages:
-            out = out + net.gamma[i] * torch.stack(messages).mean(0)
-        outputs.append(out)
+            out = out + torch.stack(messages).mean(0)
+        outputs.append(net.gamma[i] * out)
     out = torch.stack(outputs, dim=1)
     return out[:, :, : net.out_channels], out[:, :, net.out_channels :]
 
@@ -105,8 +105,7 @@ def main() -> None:
     with torch.no_grad():
         for coupling in fast.couplings:
             for net in (coupling.subnet_a, coupling.subnet_b):
-                if net.n_edges:
-                    net.gamma.fill_(0.1)
+                net.gamma.fill_(0.1)
     x = torch.randn(args.batch, 5, 304, args.size, args.size, device=args.device)
     x, cond = noise_condition(x)
     naive = NaiveMultiViewFlow(fast)

@@ -38,8 +38,11 @@ def write_image() -> Callable[..., Path]:
 
 
 def make_flow(graph="top_ring", mode="per_edge", dtype=torch.float32, channels=6, kernel_sizes=(3, 3), **kw):
-    """Tiny seeded ``MultiViewFlow`` over :data:`N_VIEWS` views with gammas drawn in [0.5, 1.5], so that the
-    messages are active (``kw`` goes to the constructor; hidden defaults to 8)."""
+    """Tiny seeded ``MultiViewFlow`` over :data:`N_VIEWS` views with output gates drawn in [0.5, 1.5].
+
+    A new flow's gates are 0 (every coupling the identity); these make subnetworks and messages active.
+    ``kw`` goes to the constructor; hidden defaults to 8.
+    """
     torch.manual_seed(0)
     kw.setdefault("hidden", 8)
     flow = MultiViewFlow(
@@ -55,8 +58,7 @@ def make_flow(graph="top_ring", mode="per_edge", dtype=torch.float32, channels=6
     with torch.no_grad():
         for coupling in flow.couplings:
             for net in (coupling.subnet_a, coupling.subnet_b):
-                if net.n_edges:
-                    net.gamma.uniform_(0.5, 1.5)
+                net.gamma.uniform_(0.5, 1.5)
     return flow
 
 

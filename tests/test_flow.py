@@ -30,8 +30,8 @@ def expected_parameters(channels, n_views, n_edges, mode, hidden, kernel_sizes, 
             first = n_views * (hidden * (c_cond + noise_channels) * k * k + hidden)
             second = n_views * (2 * c_out * hidden * k * k + 2 * c_out)
             n_kernels = n_edges if mode == "per_edge" else min(n_edges, 1)
-            messages = n_kernels * (2 * c_out * hidden * k * k + 2 * c_out) + (n_views if n_edges else 0)
-            total += first + second + messages
+            messages = n_kernels * (2 * c_out * hidden * k * k + 2 * c_out)
+            total += first + second + messages + n_views  # + one output gate per view
     return total
 
 
@@ -103,14 +103,33 @@ def test_view_dependency_follows_graph(graph, n_blocks):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_zero_gammas_give_independent_per_view_flows(mode):
+@pytest.mark.parametrize("graph", GRAPH_NAMES)
+def test_new_flow_is_its_channel_permutations(graph, mode):
+    """Gates start at 0 and scale the whole subnetwork output: every new coupling is the identity."""
     torch.manual_seed(0)
-    linked = MultiViewFlow(6, V, "top_ring", n_blocks=2, hidden=8, kernel_sizes=(3, 3), message_weights=mode)
-    independent = MultiViewFlow(6, V, "none", n_blocks=2, hidden=8, kernel_sizes=(3, 3), message_weights=mode)
+    flow = MultiViewFlow(6, V, graph, n_blocks=3, hidden=8, kernel_sizes=(3, 3, 5), message_weights=mode)
+    assert torch.count_nonzero(flow.gammas()) == 0
+    x, cond = features()
+    expected = x
+    for permutation in flow.permutations:
+        expected = permutation(expected)
+    for c in (cond, None):
+        z, logdet = flow(x, c)
+        assert torch.equal(z, expected)
+        assert torch.equal(logdet, torch.zeros_like(logdet))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_silent_messages_give_independent_per_view_flows(mode):
+    linked = make_flow("top_ring", mode, torch.float64)
+    independent = make_flow("none", mode, torch.float64)
     shared_keys = independent.state_dict().keys()
     independent.load_state_dict({k: v for k, v in linked.state_dict().items() if k in shared_keys})
-    linked, independent = linked.double(), independent.double()
-    assert torch.count_nonzero(linked.gammas()) == 0
+    with torch.no_grad():
+        for coupling in linked.couplings:
+            for net in (coupling.subnet_a, coupling.subnet_b):
+                net.message_weight.zero_()
+                net.message_bias.zero_()
     x, cond = features(dtype=torch.float64)
     z, logdet = linked(x, cond)
     z_ind, logdet_ind = independent(x, cond)
@@ -223,7 +242,7 @@ def test_noise_condition_is_shared_over_views_and_channels():
 def test_gammas_accessor_and_input_validation():
     flow = make_flow("top_ring", "per_edge")
     assert flow.gammas().shape == (2, 2, V) and (flow.gammas() > 0).all()
-    assert torch.count_nonzero(make_flow("none").gammas()) == 0
+    assert (make_flow("none").gammas() > 0).all()
     x, cond = features()
     with pytest.raises(ValueError, match="Expected features"):
         flow(x[:, :4])

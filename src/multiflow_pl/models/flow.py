@@ -89,10 +89,9 @@ class MultiViewFlow(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def gammas(self) -> torch.Tensor:
-        """Message strengths ``[n_blocks, 2, V]`` (block, coupling step a/b, target view), detached."""
-        return torch.stack(
-            [torch.stack([c.subnet_a.gamma_values(), c.subnet_b.gamma_values()]) for c in self.couplings]
-        ).detach()
+        """Output gates ``[n_blocks, 2, V]`` (block, coupling step a/b, view), detached."""
+        gates = [torch.stack([c.subnet_a.gamma, c.subnet_b.gamma]) for c in self.couplings]
+        return torch.stack(gates).detach()
 
     def _check_inputs(self, x: torch.Tensor, cond: torch.Tensor | None) -> None:
         if x.dim() != 5 or x.shape[1] != self.n_views or x.shape[2] != self.channels:

@@ -5,13 +5,15 @@ and GPU), and splitting channels or gathering views moves whole channel vectors.
 
 For view i (own weights per view), with u_i its conditioning half and replicate padding everywhere:
 
-    h_i   = relu(conv_k(cat(u_i, noise)))                              hidden activation
-    out_i = conv_k(h_i) + gamma_i * mean_{j in N(i)} M_{j->i}(h_j)     2*Ct channels -> (log_s_raw, t)
+    h_i   = relu(conv_k(cat(u_i, noise)))                                hidden activation
+    out_i = gamma_i * (conv_k(h_i) + mean_{j in N(i)} M_{j->i}(h_j))     2*Ct channels -> (log_s_raw, t)
 
+gamma_i (one scalar per view, initialised to 0) gates the whole output, own path and messages alike, as in
+the paper and CS-Flow: a new coupling is the identity, so a new flow is its channel permutations alone.
 M_{j->i} is a conv k x k with own weights per directed edge (``"per_edge"``, the paper) or one conv shared by
 all edges (``"shared"``). The self conv, the messages, the gammas and the 1/deg mean are folded into a single
 convolution: per edge, the input of view i is [h_i, h_{n_1}, ..., h_{n_D}] with weight
-[W_i, (gamma_i/deg_i) W_{n_1->i}, ...]; shared, the input is [h_i, mean_j h_j] with weight [W_i, gamma_i M].
+gamma_i [W_i, W_{n_1->i}/deg_i, ...]; shared, the input is [h_i, mean_j h_j] with weight gamma_i [W_i, M].
 
 Wide convolutions run as Winograd convolutions on CPU (``conv_algorithm="auto"``, see
 :mod:`multiflow_pl.models.winograd`): the same function with 4-6x fewer multiplications.
@@ -114,12 +116,12 @@ class CrossViewSubnet(nn.Module):
         self.self_weight = _uniform_init((n_views, c_out, hidden, k, k), hidden * k * k)
         self.self_bias = _uniform_init((n_views, c_out), hidden * k * k)
 
+        self.gamma = nn.Parameter(torch.zeros(n_views))
         adjacency = adjacency.cpu()
         self.n_edges = int(adjacency.sum())
         self.register_buffer("edges", adjacency.nonzero(), persistent=False)  # [E, 2]: (target, source)
         if self.n_edges == 0:
             return
-        self.gamma = nn.Parameter(torch.zeros(n_views))
         n_kernels = self.n_edges if message_weights == "per_edge" else 1
         self.message_weight = _uniform_init((n_kernels, c_out, hidden, k, k), hidden * k * k)
         self.message_bias = _uniform_init((n_kernels, c_out), hidden * k * k)
@@ -134,12 +136,6 @@ class CrossViewSubnet(nn.Module):
             self.register_buffer("slot_bank", bank, persistent=False)
             self.register_buffer("slot_is_self", (bank < n_views).float(), persistent=False)
             self.register_buffer("slot_is_message", is_message.float(), persistent=False)
-
-    def gamma_values(self) -> torch.Tensor:
-        """``[V]`` message strengths (zeros for a graph without edges)."""
-        if self.n_edges == 0:
-            return self.self_bias.new_zeros(self.n_views)
-        return self.gamma
 
     def _conv(
         self, pixels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int
@@ -169,7 +165,7 @@ class CrossViewSubnet(nn.Module):
         Returns (input [B, h, w, V*S*hid or V*hid], weight, bias, groups).
         """
         n_views, c_out, k = self.n_views, 2 * self.out_channels, self.kernel_size
-        coef = self.slot_is_self + self.slot_is_message * (self.gamma / self.in_degree)[:, None]  # [V, S]
+        coef = self.gamma[:, None] * (self.slot_is_self + self.slot_is_message / self.in_degree[:, None])
         zero_w = self.self_weight.new_zeros(1, *self.self_weight.shape[1:])
         zero_b = self.self_bias.new_zeros(1, c_out)
         weight_bank = torch.cat([self.self_weight, self.message_weight, zero_w])
@@ -191,10 +187,10 @@ class CrossViewSubnet(nn.Module):
         n_views = self.n_views
         mean = torch.einsum("ij,bhwjc->bhwic", self.adjacency / self.in_degree[:, None], hidden)
         inputs = torch.cat([hidden, mean], dim=-1).flatten(3)
-        gamma = self.gamma.view(n_views, 1, 1, 1, 1)
-        weight = torch.cat([self.self_weight, gamma * self.message_weight.expand_as(self.self_weight)], dim=2)
+        weight = torch.cat([self.self_weight, self.message_weight.expand_as(self.self_weight)], dim=2)
+        weight = self.gamma.view(n_views, 1, 1, 1, 1) * weight
         weight = weight.view(n_views * 2 * self.out_channels, 2 * self.hidden, *weight.shape[-2:])
-        bias = self.self_bias + (self.gamma * self.has_senders)[:, None] * self.message_bias
+        bias = self.gamma[:, None] * (self.self_bias + self.has_senders[:, None] * self.message_bias)
         return inputs, weight, bias.flatten(), n_views
 
     def forward(self, u: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,8 +211,9 @@ class CrossViewSubnet(nn.Module):
         hidden = F.relu(self._conv(inputs, first_weight, self.first_bias.flatten(), n_views))
         hidden = hidden.unflatten(3, (n_views, self.hidden))
         if self.n_edges == 0:
-            weight = self.self_weight.flatten(0, 1)
-            inputs, bias, groups = hidden.flatten(3), self.self_bias.flatten(), n_views
+            weight = (self.gamma.view(n_views, 1, 1, 1, 1) * self.self_weight).flatten(0, 1)
+            bias = (self.gamma[:, None] * self.self_bias).flatten()
+            inputs, groups = hidden.flatten(3), n_views
         elif self.message_weights == "per_edge":
             inputs, weight, bias, groups = self._per_edge_layer(hidden)
         else:
