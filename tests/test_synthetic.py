@@ -251,3 +251,23 @@ def test_sample_sheet_uses_one_colour_scale_and_contact_sheet_is_saved(bench: Pa
     path = save_contact_sheet(samples, tmp_path / "sheet.png", size=64)
     width, height = Image.open(path).size
     assert width > 5 * 64 and height > 2 * 64
+
+
+def test_missing_categories_are_added_to_an_existing_benchmark(tmp_path):
+    small = {**SMALL, "categories": ["knob"]}
+    generate(tmp_path / "a", **small)
+    knob = sorted((tmp_path / "a" / "realiad_64" / "knob").rglob("*.jpg"))
+    stamp = knob[0].stat().st_mtime_ns
+    generate(tmp_path / "a", **{**small, "categories": ["can"]})
+    meta = json.loads((tmp_path / "a" / "synthetic_meta.json").read_text())
+    assert meta["settings"]["categories"] == ["can", "knob"]
+    assert knob[0].stat().st_mtime_ns == stamp  # knob left as it was
+    generate(tmp_path / "b", **{**small, "categories": ["can", "knob"]})
+    for category in ("can", "knob"):
+        for path in sorted((tmp_path / "b" / "realiad_64" / category).rglob("*.*")):
+            twin = tmp_path / "a" / path.relative_to(tmp_path / "b")
+            assert path.read_bytes() == twin.read_bytes(), path
+        assert (tmp_path / "a" / "realiad_jsons" / f"{category}.json").is_file()
+    assert not list((tmp_path / "a").glob(".synthetic-*"))
+    with pytest.raises(DatasetError, match="n_train=2 -> 3"):
+        generate(tmp_path / "a", **{**small, "n_train": 3})

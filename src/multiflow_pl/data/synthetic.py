@@ -858,10 +858,19 @@ def _settings(categories: Sequence[str], n_train: int, n_test: int, size: int, s
 
 def _outputs(root: Path, settings: dict) -> list[Path]:
     """The category image folders and meta JSONs a run with ``settings`` writes (the meta file aside)."""
-    image_dir, json_dir = root / f"realiad_{settings['size']}", root / JSON_DIR
-    return [image_dir / c for c in settings["categories"]] + [
-        json_dir / f"{c}.json" for c in settings["categories"]
-    ]
+    return [path for c in settings["categories"] for path in _category_outputs(root, c, settings["size"])]
+
+
+def _category_outputs(root: Path, category: str, size: int) -> list[Path]:
+    """The image folder and meta JSON of one category."""
+    return [root / f"realiad_{size}" / category, root / JSON_DIR / f"{category}.json"]
+
+
+def _differ_in_categories_only(previous: dict, settings: dict) -> bool:
+    """Whether two settings describe the same benchmark up to the set of categories."""
+    return {k: v for k, v in previous.items() if k != "categories"} == {
+        k: v for k, v in settings.items() if k != "categories"
+    }
 
 
 def _read_settings(root: Path) -> dict | None:
@@ -926,16 +935,25 @@ def generate(
         workers: rendering processes; more pay off for large sets on idle machines (sets of fewer than
             ``2 * MIN_JOBS_PER_WORKER`` samples stay in this process). The output does not depend on it.
 
-    A complete benchmark with the same settings is left as it is (so callers may call this lazily).
+    A complete benchmark with the same settings is left as it is (so callers may call this lazily). A
+    benchmark made with the same settings but other categories gains the missing ones (a sample's bytes do
+    not depend on which others are generated).
     """
     root = Path(root).expanduser().resolve()
     categories = tuple(CATEGORIES if categories is None else categories)
     _check_arguments(categories, n_train, n_test, size)
     settings = _settings(categories, n_train, n_test, size, seed)
     previous = _read_settings(root)
-    if previous == settings and all(path.exists() for path in _outputs(root, settings)):
-        return root
-    if previous not in (None, settings) and not overwrite:
+    if previous is not None and _differ_in_categories_only(previous, settings):
+        present = [
+            c for c in previous["categories"] if all(p.exists() for p in _category_outputs(root, c, size))
+        ]
+        categories = tuple(c for c in categories if c not in present)
+        if not categories:
+            return root
+        union = [c for c in CATEGORIES if c in present or c in categories]
+        previous = settings = _settings(union, n_train, n_test, size, seed)
+    elif previous is not None and not overwrite:
         changed = ", ".join(
             f"{k}={previous.get(k)!r} -> {v!r}" for k, v in settings.items() if previous.get(k) != v
         )
@@ -944,7 +962,8 @@ def generate(
             "(CLI: --overwrite) to replace it, or choose another root."
         )
     ours = _outputs(root, previous) if previous is not None else []
-    foreign = [path for path in _outputs(root, settings) if path.exists() and path not in ours]
+    written = [path for category in categories for path in _category_outputs(root, category, size)]
+    foreign = [path for path in written if path.exists() and path not in ours]
     if foreign and not overwrite:
         raise DatasetError(
             f"{foreign[0]} already exists and was not written by this generator with known settings. "
@@ -969,17 +988,20 @@ def generate(
             (staging / JSON_DIR / f"{category}.json").write_text(
                 json.dumps(document, indent=1), encoding="utf-8"
             )
-        _publish(staging, root, settings, ours)
+        _publish(staging, root, settings, written, ours)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return root
 
 
-def _publish(staging: Path, root: Path, settings: dict, previous_outputs: list[Path]) -> None:
-    """Replace the previous outputs by the staged ones, writing the meta file last."""
+def _publish(
+    staging: Path, root: Path, settings: dict, targets: list[Path], previous_outputs: list[Path]
+) -> None:
+    """Move the staged ``targets`` into place, removing ``previous_outputs`` that ``settings`` no longer
+    name; the meta file (``settings``) is written last."""
     (root / META_FILE).unlink(missing_ok=True)
-    targets = _outputs(root, settings)
-    for path in {*previous_outputs, *targets}:
+    kept = set(_outputs(root, settings)) - set(targets)
+    for path in {*previous_outputs, *targets} - kept:
         _remove(path)
     for target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
