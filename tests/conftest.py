@@ -63,6 +63,7 @@ def make_flow(graph="top_ring", mode="per_edge", dtype=torch.float32, channels=6
 
 
 TINY_TRAIN = [
+    "backbone=resnet18",  # the fast random-init stem; the packaged ImageNet backbone has tests of its own
     "data.generate.categories=[can]",
     "data.generate.n_train=6",
     "data.generate.n_test=6",

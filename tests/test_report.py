@@ -146,7 +146,7 @@ def test_synthetic_sweep_is_three_categories_by_two_graphs_by_two_seeds():
         "model.flow.graph": ["top_ring", "none"],
         "seed": ["0", "1"],
     }
-    assert cfg.data.generate is not None and cfg.backbone.name == "resnet18"
+    assert cfg.data.generate is not None and cfg.backbone.name == "efficientnet_lite0"
 
 
 @pytest.mark.parametrize(
