@@ -3,24 +3,33 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# torch + torchvision pinned as one pair (a mismatched torchvision fails to import).
+# The versions the test suite passed with (make lock writes them): requirements.lock holds the package's
+# dependencies, requirements-dev.lock those plus the dev tools; make install and CI install the latter.
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+# torch + torchvision pinned as one pair in the locks (a mismatched torchvision fails to import).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile --quiet --upgrade --strip-extras \
+	--allow-unsafe --no-emit-index-url --no-emit-find-links $(foreach spec,$(TORCH_SPEC),--upgrade-package $(spec))
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint format bench clean
+.PHONY: help install lock demo test lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -r $(DEV_LOCK)
+	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install the project with its dev tools
+install: $(STAMP)  ## create .venv and install the project with its dev tools, at the locked versions
+
+lock: $(STAMP)  ## re-resolve the locks to the newest versions pyproject.toml allows (then make install)
+	$(PIP_COMPILE) --output-file $(LOCK) pyproject.toml
+	$(PIP_COMPILE) --extra dev --constraint $(LOCK) --output-file $(DEV_LOCK) pyproject.toml
 
 demo: $(STAMP)  ## train + evaluate Multi-Flow on the synthetic benchmark (CPU, a few minutes)
 	$(PY) -m multiflow_pl.train
