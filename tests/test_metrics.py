@@ -13,9 +13,10 @@ import torch.distributed as dist
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from multiflow_pl.evaluation.metrics import AnomalyMetrics, ExpandingHistogram
+from multiflow_pl.evaluation.metrics import AnomalyMetrics, ExpandingHistogram, adeval_aupr
 
-PIXEL_KEYS = ("pixel_auroc", "pixel_ap", "pixel_aupro")
+PIXEL_KEYS = ("pixel_auroc", "pixel_ap", "pixel_aupro", "pixel_aupr")
+AUPR_KEYS = ("image_aupr", "sample_aupr", "pixel_aupr")
 STRUCTURES = {4: ndimage.generate_binary_structure(2, 1), 8: ndimage.generate_binary_structure(2, 2)}
 
 
@@ -113,6 +114,17 @@ def sample_reference(data: dict) -> dict[str, float]:
     }
 
 
+@pytest.fixture
+def adeval_curves(monkeypatch: pytest.MonkeyPatch):
+    """ADEval's own curve functions (``adeval.mem_effic``), the reference for the ``*_aupr`` metrics. ADEval
+    1.1 calls ``numpy.trapz``, which NumPy 2.4 removed: it gets ``numpy.trapezoid`` under that name."""
+    if not hasattr(np, "trapz"):
+        monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)
+    from adeval import mem_effic
+
+    return mem_effic
+
+
 def warned_names(fn) -> tuple[object, set[str]]:
     """Run fn(); return its result and the metric names mentioned by RuntimeWarnings it raised."""
     with warnings.catch_warnings(record=True) as caught:
@@ -122,7 +134,7 @@ def warned_names(fn) -> tuple[object, set[str]]:
 
 
 @pytest.mark.parametrize("mode", ["exact", "binned"])
-def test_image_and_sample_metrics_match_sklearn(mode: str) -> None:
+def test_image_and_sample_metrics_match_sklearn_and_adeval(mode: str, adeval_curves) -> None:
     data = blob_data(seed=0, n_samples=12)
     data["scores"] = np.round(data["scores"], 1)  # ties between images and between views of a sample
     metrics = AnomalyMetrics(mode=mode, pixel_metrics=False)
@@ -133,9 +145,17 @@ def test_image_and_sample_metrics_match_sklearn(mode: str) -> None:
         "image_auroc": roc_auc_score(data["labels"], data["scores"]),
         "image_ap": average_precision_score(data["labels"], data["scores"]),
         "image_f1max": f1_max(data["labels"], data["scores"]),
+        "image_aupr": adeval_curves.auroc_and_aupr(data["scores"], data["labels"])[1],
         **sample_reference(data),
     }
+    grouped: dict[str, tuple[float, int]] = {}
+    for key, score, label in zip(data["keys"], data["scores"], data["labels"], strict=True):
+        best_score, best_label = grouped.get(key, (-math.inf, 0))
+        grouped[key] = (max(best_score, float(score)), max(best_label, int(label)))
+    sample_scores, sample_labels = map(np.array, zip(*grouped.values(), strict=True))
+    expected["sample_aupr"] = adeval_curves.auroc_and_aupr(sample_scores, sample_labels)[1]
     assert results == pytest.approx(expected, abs=1e-12)
+    assert results["image_aupr"] != pytest.approx(results["image_ap"], abs=1e-3)
     assert results["sample_auroc"] != pytest.approx(results["sample_auroc_mean"], abs=1e-6)
 
 
@@ -167,6 +187,31 @@ def test_exact_pixel_metrics_match_sklearn_and_direct_aupro() -> None:
         average_precision_score(data["masks"].ravel(), data["maps"].ravel()), abs=1e-12
     )
     assert results["pixel_aupro"] == pytest.approx(direct_aupro(data["maps"], data["masks"]), abs=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:(image|sample)_.* is undefined")  # all views anomalous
+@pytest.mark.parametrize("mode", ["exact", "binned"])
+def test_pixel_metrics_match_adevals_own_functions(mode: str, adeval_curves) -> None:
+    data = blob_data(seed=6, n_samples=4, size=32)
+    metrics = AnomalyMetrics(mode=mode)
+    feed(metrics, data)
+    results = metrics.compute()
+    masks = data["masks"].astype(np.uint8) * 255
+    auroc, aupr, aupro = adeval_curves.auroc_aupr_aupro(list(data["maps"]), list(masks))
+    # ADEval bins its curves into 1000 strips: its AUROC and AUPRO are approximations of ours, while
+    # pixel_aupr follows its procedure (exactly from exact scores, to the bins' precision in binned mode)
+    assert results["pixel_aupr"] == pytest.approx(aupr, abs=1e-12 if mode == "exact" else 1e-5)
+    assert results["pixel_auroc"] == pytest.approx(auroc, abs=1e-3)
+    assert results["pixel_aupro"] == pytest.approx(aupro, abs=1e-3)
+    assert results["pixel_aupr"] != pytest.approx(results["pixel_ap"], abs=1e-3)
+
+
+def test_adeval_aupr_starts_at_the_recall_of_the_top_score() -> None:
+    # A perfect ranking of n anomalous samples: AP 1, but ADEval's curve begins at recall 1/n.
+    for n in (1, 2, 4):
+        labels = torch.tensor([0] * 5 + [1] * n)
+        scores = torch.arange(len(labels), dtype=torch.float64)
+        assert adeval_aupr(scores, labels.bool()) == pytest.approx(1 - 1 / n)
 
 
 @pytest.mark.filterwarnings("ignore:(image|sample)_.* is undefined")  # all views anomalous
@@ -215,7 +260,8 @@ def test_constant_scores_give_chance_level(mode: str) -> None:
     metrics = AnomalyMetrics(mode=mode)
     feed(metrics, data)
     results, warned = warned_names(metrics.compute)
-    assert not warned
+    assert warned == set(AUPR_KEYS)  # ADEval refuses constant scores (no threshold range)
+    assert all(math.isnan(results[key]) for key in AUPR_KEYS)
     assert results["image_auroc"] == 0.5
     assert results["sample_auroc"] == 0.5
     assert results["pixel_auroc"] == 0.5
@@ -239,7 +285,7 @@ def test_one_class_sets_are_nan_with_a_warning(mode: str, label: int) -> None:
     feed(metrics, data)
     results, warned = warned_names(metrics.compute)
     undefined = {"image_auroc", "image_ap", "image_f1max", "sample_auroc", "sample_ap", "sample_auroc_mean",
-                 "sample_ap_mean", *PIXEL_KEYS}  # fmt: skip
+                 "sample_ap_mean", *PIXEL_KEYS, *AUPR_KEYS}  # fmt: skip
     assert warned == undefined
     assert all(math.isnan(results[key]) for key in undefined)
 
@@ -257,7 +303,7 @@ def test_aupro_without_regions_is_nan_while_image_metrics_are_defined() -> None:
 def test_compute_before_any_update_is_all_nan_with_warnings() -> None:
     results, warned = warned_names(AnomalyMetrics().compute)
     assert warned == set(results)
-    assert len(results) == 10 and all(math.isnan(value) for value in results.values())
+    assert len(results) == 13 and all(math.isnan(value) for value in results.values())
 
 
 @pytest.mark.parametrize("outliers", [False, True])
@@ -284,9 +330,11 @@ def test_few_bins_still_approximate_but_more_bins_converge() -> None:
         binned = AnomalyMetrics(mode="binned", n_bins=n_bins)
         feed(binned, data)
         result = binned.compute()
-        errors.append(max(abs(result[key] - reference[key]) for key in PIXEL_KEYS))
-    assert errors[0] > errors[1] > errors[2]
-    assert errors[2] < 1e-4
+        errors.append({key: abs(result[key] - reference[key]) for key in PIXEL_KEYS})
+    # pixel_aupr samples ADEval's 1000 strips, so bins near that width alias; the default bins are far finer
+    worst = [max(error[key] for key in PIXEL_KEYS if key != "pixel_aupr") for error in errors]
+    assert worst[0] > worst[1] > worst[2]
+    assert max(errors[2].values()) < 1e-4
 
 
 @pytest.mark.parametrize("mode", ["exact", "binned"])

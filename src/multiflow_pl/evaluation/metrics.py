@@ -144,6 +144,91 @@ def aupro_from_counts(
     return _trapezoid_up_to(fp / fp[-1], mass / n_regions, fpr_limit) / fpr_limit
 
 
+# ------------------------------------------------------------------------------------------------------
+# The official tool's area under the precision-recall curve (ADEval)
+# ------------------------------------------------------------------------------------------------------
+
+ADEVAL_STRIPS = 1000
+"""Score strips of ADEval's curves (its ``--nstrips`` default)."""
+
+
+def adeval_thresholds(low: float, high: float, n_strips: int = ADEVAL_STRIPS) -> Tensor:
+    """ADEval's ``n_strips + 1`` evenly spaced thresholds from ``low`` to ``high``, in float32 as it rounds
+    them, returned as float64 [n_strips + 1] (ascending)."""
+    grid = np.linspace(0.0, 1.0, num=n_strips + 1, endpoint=True, dtype=np.float32) * (high - low) + low
+    return torch.from_numpy(grid.astype(np.float64))
+
+
+def _aupr_from_threshold_counts(tp: Tensor, fp: Tensor, n_positive: float) -> float:
+    """ADEval's curve integral: tp, fp [T] counts at or above ascending thresholds -> trapezoids of
+    precision over recall, with precision 1 where nothing scores at or above the threshold."""
+    predicted = tp + fp
+    precision = torch.where(predicted > 0, tp / predicted, 1.0)
+    return float(torch.trapezoid(precision.flip(0), (tp / n_positive).flip(0)))
+
+
+def adeval_aupr(scores: Tensor, positive: Tensor, name: str = "aupr", n_strips: int = ADEVAL_STRIPS) -> float:
+    """Area under the precision-recall curve as Real-IAD's official tool (ADEval) computes it; scores [M],
+    positive [M] bool.
+
+    Unlike average precision (the step sum over every distinct score), ADEval samples the curve at the
+    ``n_strips + 1`` thresholds of :func:`adeval_thresholds` between the lowest and the highest score, joins
+    the points by straight lines (trapezoids) and starts at the recall of the highest threshold rather than
+    at recall 0. It is therefore lower than AP when the top-scoring samples are anomalous, by about their
+    share of the anomalous set (for 12 anomalous samples, up to ~1/12). NaN with a warning when a class is
+    missing or all scores are equal (ADEval stops there).
+    """
+    positive = positive.bool()
+    if not positive.any() or positive.all():
+        return _undefined(name, "only one class present")
+    scores = scores.double()
+    low, high = float(scores.min()), float(scores.max())
+    if low == high:
+        return _undefined(name, "all scores are equal")
+    thresholds = adeval_thresholds(low, high, n_strips)
+
+    def at_or_above(values: Tensor) -> Tensor:
+        ordered = values.sort().values
+        return (values.numel() - torch.searchsorted(ordered, thresholds, side="left")).double()
+
+    return _aupr_from_threshold_counts(
+        at_or_above(scores[positive]), at_or_above(scores[~positive]), int(positive.sum())
+    )
+
+
+def adeval_aupr_from_histogram(
+    edges: Tensor,
+    neg: Tensor,
+    pos: Tensor,
+    extremes: Tensor,
+    name: str = "aupr",
+    n_strips: int = ADEVAL_STRIPS,
+) -> float:
+    """:func:`adeval_aupr` from histogram counts: edges [K+1] ascending, neg, pos [K] per bin, and the exact
+    extremes [3] = (lowest score, highest normal score, highest anomalous score), which place ADEval's
+    thresholds. Counts at a threshold inside a bin are interpolated linearly (its samples spread evenly over
+    it), except that at least one sample of a class scores at or above any threshold up to that class's
+    highest score and none above it: the curve then starts where ADEval's does. NaN with a warning when a
+    class is missing or all scores are equal."""
+    if not _has_both_classes(neg, pos, name):
+        return math.nan
+    low, neg_high, pos_high = extremes.double().tolist()
+    high = max(neg_high, pos_high)
+    if low == high:
+        return _undefined(name, "all scores are equal")
+    thresholds = adeval_thresholds(low, high, n_strips)
+
+    def at_or_above(counts: Tensor, class_high: float) -> Tensor:
+        below = torch.cat([counts.new_zeros(1), counts.double().cumsum(0)])
+        interpolated = np.interp(thresholds.numpy(), edges.double().numpy(), (below[-1] - below).numpy())
+        reached = thresholds <= class_high
+        return torch.where(reached, torch.from_numpy(interpolated).clamp(min=1.0), 0.0)
+
+    return _aupr_from_threshold_counts(
+        at_or_above(pos, pos_high), at_or_above(neg, neg_high), float(pos.sum())
+    )
+
+
 def _tally_by_unique_score(
     scores: Tensor, positive: Tensor, positive_weights: Tensor | None = None
 ) -> Tensor:
@@ -217,6 +302,10 @@ class ExpandingHistogram:
     @property
     def is_empty(self) -> bool:
         return self.exponent is None or not bool(self.counts.any())
+
+    def edges(self) -> Tensor:
+        """[n_bins + 1] float64 bin edges of the current window (call only when not empty)."""
+        return (self.start + torch.arange(self.n_bins + 1, dtype=torch.float64)) * 2.0**self.exponent
 
     def state_dict(self) -> dict[str, Tensor]:
         """counts [channels, n_bins] and grid [2] = (exponent, start), or grid [0] while empty."""
@@ -300,6 +389,22 @@ def _region_sizes(masks: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray,
     return np.bincount(labels.ravel())[labels[masks]], n_regions
 
 
+def _extremes(scores: Tensor, positive: Tensor) -> Tensor:
+    """scores [M], positive [M] bool -> [3] float64 (lowest score, highest normal, highest anomalous score),
+    +-inf for an empty set."""
+
+    def highest(values: Tensor) -> float:
+        return float(values.max()) if values.numel() else -math.inf
+
+    low = float(scores.min()) if scores.numel() else math.inf
+    return torch.tensor([low, highest(scores[~positive]), highest(scores[positive])], dtype=torch.float64)
+
+
+def _merged_extremes(a: Tensor, b: Tensor) -> Tensor:
+    """The extremes [3] of two sets from theirs (see :func:`_extremes`)."""
+    return torch.cat([torch.minimum(a[:1], b[:1]), torch.maximum(a[1:], b[1:])])
+
+
 def _key_ids(keys: Sequence[str]) -> Tensor:
     """Sample keys -> [N] int64 ids (64-bit BLAKE2b; collisions are negligible for any dataset size)."""
     digests = (hashlib.blake2b(key.encode(), digest_size=8).digest() for key in keys)
@@ -346,7 +451,9 @@ class AnomalyMetrics:
 
     ``compute()`` keys: image_auroc, image_ap, image_f1max (over all view images); sample_auroc, sample_ap
     (sample score = max over its views' image scores, sample label = max of its views' labels);
-    sample_auroc_mean, sample_ap_mean (mean over views); pixel_auroc, pixel_ap, pixel_aupro.
+    sample_auroc_mean, sample_ap_mean (mean over views); pixel_auroc, pixel_ap, pixel_aupro; and
+    image_aupr, sample_aupr, pixel_aupr: the area under the precision-recall curve as Real-IAD's official
+    tool ADEval computes it (:func:`adeval_aupr`), which differs from average precision (``*_ap``).
     A metric whose set lacks a class (or, for AUPRO, ground-truth regions) is NaN with a warning.
     Binned pixel curves treat the pixels of a bin as tied: ROC and PRO curves run straight through a bin,
     and AP interleaves a bin's positives and negatives (see ``average_precision_from_counts``).
@@ -391,6 +498,8 @@ class AnomalyMetrics:
         self._pixel_scores: list[Tensor] = []
         self._pixel_region_sizes: list[Tensor] = []
         self._histogram = ExpandingHistogram(self.n_bins, channels=3)  # binned: negatives, positives, regions
+        # binned: lowest pixel score, highest normal and highest anomalous pixel score (for pixel_aupr)
+        self._pixel_extremes = torch.tensor([math.inf, -math.inf, -math.inf], dtype=torch.float64)
 
     def update(
         self,
@@ -465,6 +574,7 @@ class AnomalyMetrics:
             self._histogram.add(scores[~positive], channel=0)
             self._histogram.add(positive_scores, channel=1)
             self._histogram.add(positive_scores, channel=2, weights=1.0 / region_sizes.double())
+            self._pixel_extremes = _merged_extremes(self._pixel_extremes, _extremes(scores, positive))
 
     def compute(self) -> dict[str, float]:
         """All metrics as floats (NaN with a warning where undefined; pixel keys only with pixel metrics)."""
@@ -492,6 +602,8 @@ class AnomalyMetrics:
             counts = _tally_by_unique_score(sample_scores, sample_labels.bool())
             results[f"sample_auroc{suffix}"] = auroc_from_counts(*counts, name=f"sample_auroc{suffix}")
             results[f"sample_ap{suffix}"] = average_precision_from_counts(*counts, name=f"sample_ap{suffix}")
+        results["image_aupr"] = adeval_aupr(scores, labels.bool(), "image_aupr")
+        results["sample_aupr"] = adeval_aupr(max_scores, sample_labels.bool(), "sample_aupr")
         if self.pixel_metrics:
             results.update(self._compute_pixels(state))
         return results
@@ -503,10 +615,18 @@ class AnomalyMetrics:
             neg, pos, region_mass = _tally_by_unique_score(
                 state["pixel_scores"], positive, 1 / sizes[positive].double()
             )
+            aupr = adeval_aupr(state["pixel_scores"], positive, "pixel_aupr")
         else:
             neg, pos, region_mass = self._histogram.counts
+            if self._histogram.is_empty:
+                aupr = _undefined("pixel_aupr", "no pixels")
+            else:
+                aupr = adeval_aupr_from_histogram(
+                    self._histogram.edges(), neg, pos, state["pixel_extremes"], "pixel_aupr"
+                )
         n_regions = int(state["n_regions"])
         return {
+            "pixel_aupr": aupr,
             "pixel_auroc": auroc_from_counts(neg, pos, name="pixel_auroc"),
             "pixel_ap": average_precision_from_counts(
                 neg, pos, name="pixel_ap", interleave_ties=self.mode == "binned"
@@ -522,7 +642,8 @@ class AnomalyMetrics:
         image_scores [M] float64, image_labels [M] int64, sample_ids [M] int64, n_regions [] int64;
         exact mode: pixel_scores [P] float, pixel_region_sizes [P] int32 (0 = normal pixel);
         binned mode: histogram_counts [3, n_bins] float64 (negatives, positives, region mass),
-        histogram_grid [2] or [0] int64.
+        histogram_grid [2] or [0] int64, pixel_extremes [3] float64 (lowest pixel score, highest normal and
+        highest anomalous pixel score; +-inf while none).
         """
 
         def cat(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
@@ -540,6 +661,7 @@ class AnomalyMetrics:
         else:
             histogram = self._histogram.state_dict()
             state["histogram_counts"], state["histogram_grid"] = histogram["counts"], histogram["grid"]
+            state["pixel_extremes"] = self._pixel_extremes.clone()
         return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
@@ -556,6 +678,7 @@ class AnomalyMetrics:
             self._histogram.load_state_dict(
                 {"counts": state["histogram_counts"], "grid": state["histogram_grid"]}
             )
+            self._pixel_extremes = state["pixel_extremes"].double().clone()
 
     def merge(self, other: AnomalyMetrics) -> None:
         """Add the data accumulated by ``other`` (same mode, n_bins and connectivity) to this object."""
@@ -575,6 +698,7 @@ class AnomalyMetrics:
         self._pixel_scores += other._pixel_scores
         self._pixel_region_sizes += other._pixel_region_sizes
         self._histogram.merge(other._histogram)
+        self._pixel_extremes = _merged_extremes(self._pixel_extremes, other._pixel_extremes)
 
     def sync_distributed(self, group: dist.ProcessGroup | None = None) -> None:
         """Replace the local data by the data of all ranks (a collective call: every rank must call it,
