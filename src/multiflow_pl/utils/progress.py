@@ -12,12 +12,18 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+def is_interactive() -> bool:
+    """Whether progress may be redrawn in place: standard output is a terminal (not a log, CI or SLURM)."""
+    return sys.stdout.isatty()
+
+
 def progress(iterable: Iterable[T], total: int, description: str, enabled: bool = True) -> Iterator[T]:
-    """Yield from ``iterable`` while showing progress (rich on a TTY, a log line every ~10% otherwise)."""
+    """Yield from ``iterable`` while showing progress: a rich bar on a terminal, otherwise one log line per
+    chunk of about 10% of ``total``."""
     if not enabled:
         yield from iterable
         return
-    if sys.stderr.isatty():
+    if is_interactive():
         from rich.progress import Progress
 
         with Progress(transient=True) as bar:
