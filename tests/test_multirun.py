@@ -10,26 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import TINY_TRAIN
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 TINY_CLI = [
-    "data.generate.categories=[can]",
-    "data.generate.n_train=6",
-    "data.generate.n_test=6",
-    "data.generate.size=64",
-    "data.eval_size=64",
-    "data.batch_size=3",
-    "data.eval_batch_size=3",
-    "backbone.input_size=64",
-    "model.flow.n_blocks=2",
-    "model.flow.hidden=8",
-    "model.flow.kernel_sizes=[3,3]",
-    "trainer.max_epochs=2",
-    "logger=csv",
-    "callbacks.plots=null",
+    o
+    for o in TINY_TRAIN
+    if not o.startswith(("callbacks.progress_bar", "callbacks.predictions", "++trainer.enable_progress_bar"))
 ]
-"""A tiny synthetic run (random-init backbone, 6 + 6 samples of 64 px, 2 epochs) with the default
-callbacks but plots; progress display as configured (``auto``)."""
+"""conftest's tiny synthetic run (6 + 6 samples of 64 px, 2 epochs) with the default progress display
+(``auto``) and prediction export."""
 
 
 def launch(module: str, args: list[str], cwd: Path, home: Path | None = None) -> str:
