@@ -81,7 +81,8 @@ class PredictionExport(Callback):
 
     Paths are relative to the category folder, exactly as ``image_path``/``mask_path`` in Real-IAD's JSONs
     (e.g. ``NG/HS/S0064/audiojack__0064_NG_HS_C1_20231023092610.jpg``); evaluate with
-    ``python -m adeval --add_prefix <root>/realiad_<res>/<category>/ --sample_key_pat '<pattern>' <pkl>``.
+    ``python -m adeval --add_prefix <root>/realiad_<res>/<category>/ --sample_key_pat '<pattern>' <pkl>``
+    (``python -m multiflow_pl.adeval`` with NumPy >= 2.4; see that module).
 
     While testing, each rank spools its maps into a sparse float32 ``.npy`` memmap [N,V,S,S] (row = sample
     index), so memory stays flat however large the test set is; rank 0 then pickles the maps straight from
