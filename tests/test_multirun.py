@@ -37,7 +37,7 @@ def launch(module: str, args: list[str], cwd: Path, home: Path | None = None) ->
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,  # minutes on an idle machine; CI machines may be shared
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
