@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +17,7 @@ from PIL import Image
 
 from multiflow_pl.models.flow import MultiViewFlow
 
+SRC = Path(__file__).resolve().parents[1] / "src"
 _NAIVE_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "naive_flow.py"
 _spec = importlib.util.spec_from_file_location("naive_flow", _NAIVE_PATH)
 naive_flow = importlib.util.module_from_spec(_spec)
@@ -138,3 +142,28 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     root = tmp_path_factory.mktemp("tiny_run")
     metrics = train(compose_config("train", root, TINY_TRAIN))
     return TinyRun(root, TINY_TRAIN, metrics)
+
+
+def run_cli(
+    entry: str | None,
+    root: Path,
+    *overrides: str,
+    env: dict[str, str] | None = None,
+    command: list[str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run ``python -m multiflow_pl.<entry> [overrides]`` as users do, in ``root`` with every path under it
+    (run directory ``root/run`` unless ``hydra.run.dir=`` is among the overrides), or ``command`` as given.
+
+    This checkout's sources come first on PYTHONPATH; stdout and stderr are captured (not a terminal).
+    """
+    if command is None:
+        defaults = [f"paths.root_dir={root}"]
+        if not any(o.startswith("hydra.run.dir=") for o in overrides):
+            defaults.append(f"hydra.run.dir={root / 'run'}")
+        command = [sys.executable, "-m", f"multiflow_pl.{entry}", *defaults, *overrides]
+    path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
+    for name in ("HYDRA_FULL_ERROR", "MULTIFLOW_DEBUG"):
+        if name not in (env or {}):
+            full_env.pop(name, None)
+    return subprocess.run(command, cwd=root, env=full_env, capture_output=True, text=True, timeout=600)

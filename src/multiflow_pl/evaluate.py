@@ -2,7 +2,8 @@
 
 The model, backbone and data settings are read from the checkpoint (saved by ``multiflow_pl.train``);
 ``data.*`` given on the command line override the saved data settings, e.g. to test on another copy of
-the data.
+the data. Trainer, loggers and callbacks are this run's own (``conf/eval.yaml``): everything, W&B
+included, is written into the evaluation's run folder, never into the training run's.
 """
 
 from __future__ import annotations
@@ -11,34 +12,36 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
+from multiflow_pl.cli import entry_point
 from multiflow_pl.config import config_dir
-from multiflow_pl.errors import user_errors
 from multiflow_pl.models.checkpoint import load_checkpoint_config, load_module_state
-from multiflow_pl.pipeline import build_data_and_model, build_trainer, test_and_export
+from multiflow_pl.pipeline import build_data_and_model, build_trainer, read_checkpoint, test_and_export
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """Test the checkpoint ``cfg.ckpt_path`` on the saved (or overridden) data; returns the metrics."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    checkpoint = torch.load(Path(cfg.ckpt_path), map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(cfg.ckpt_path)
     saved = load_checkpoint_config(checkpoint, cfg.ckpt_path)
     run_cfg = OmegaConf.merge(saved, {"data": cfg.get("data") or {}, "paths": cfg.paths})
     run_cfg.backbone.pretrained = False  # the weights come from the checkpoint
     run_cfg.backbone.weights_file = None
+    # This run's own trainer, loggers and callbacks: the saved ones point into the training run's folder.
+    for key in ("trainer", "logger", "callbacks"):
+        run_cfg[key] = cfg.get(key)
     datamodule, module = build_data_and_model(run_cfg)
     load_module_state(module, checkpoint, cfg.ckpt_path)
-    trainer = build_trainer(OmegaConf.merge(run_cfg, {"trainer": cfg.trainer, "logger": cfg.get("logger")}))
+    trainer = build_trainer(run_cfg)
     return test_and_export(trainer, module, datamodule, Path(cfg.paths.output_dir), run_cfg.get("seed"))
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the sample AUROC."""
-    with user_errors():
+    with entry_point():
         return evaluate(cfg).get("sample_auroc")
 
 

@@ -9,8 +9,8 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
+from multiflow_pl.cli import entry_point
 from multiflow_pl.config import config_dir
-from multiflow_pl.errors import user_errors
 from multiflow_pl.pipeline import build_data_and_model, build_trainer, test_and_export
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def train(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the sample AUROC (for sweepers that optimise it)."""
-    with user_errors():
+    with entry_point():
         return train(cfg).get("sample_auroc")
 
 

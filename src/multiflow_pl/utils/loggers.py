@@ -58,7 +58,20 @@ def make_wandb_logger(
         sweep_name, job_number = sweep
         group = group or sweep_name
         name = f"{name}-j{job_number}" if name else None
-    return WandbLogger(name=name, group=group, offline=offline, **kwargs)
+    logger = WandbLogger(name=name, group=group, offline=offline, **kwargs)
+    # Lightning passes anonymous=None, which W&B warns about ("has no effect") on every run.
+    logger._wandb_init.pop("anonymous", None)
+    return logger
+
+
+def finish_wandb() -> None:
+    """Finish an open W&B run now: its closing lines are then plain text in logs (when W&B finishes at
+    interpreter exit they carry colour codes, whatever the output is)."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
 
 
 def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
