@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from multiflow_pl.data.dataset import CachedFeatureDataset, MultiViewImageDataset, collate_samples
+from multiflow_pl.data.errors import DatasetError
 from multiflow_pl.data.features import FeatureCache
 from multiflow_pl.data.foreground import FOREGROUND_MODES
 from multiflow_pl.data.sample import MultiViewSample
@@ -30,8 +31,12 @@ class MultiViewDataModule(L.LightningDataModule):
         format: "realiad" (Real-IAD and the synthetic benchmark) or "folder" (own rigs).
         json_dir, resolution, drop_incomplete: Real-IAD reader options (see ``realiad.load_samples``).
         views: own-rig view names in order (None: natural sort of the file stems found).
-        generate: synthetic-benchmark settings; when given, the benchmark is generated under ``root``
-            if absent.
+        generate: synthetic-benchmark settings (see ``synthetic.generate``); when given, the benchmark is
+            rendered under ``root`` if absent, where ``generate["create"]`` allows it: ``"auto"`` (the
+            default) only inside ``data_dir`` (the project's data folder) or over an earlier benchmark,
+            ``True`` anywhere, ``False`` never. Elsewhere a missing root is an error, so a mistyped
+            ``data.root`` never renders a benchmark at a surprising place.
+        data_dir: the project's data folder (``paths.data_dir``), where ``create="auto"`` renders.
         flip_views: views flipped horizontally at load time, either a list or a mapping category -> list.
         foreground: "none", "auto" or "folder" (with ``foreground_dir``).
         eval_size: side of ground-truth masks and anomaly maps for pixel metrics.
@@ -56,6 +61,7 @@ class MultiViewDataModule(L.LightningDataModule):
         drop_incomplete: bool = False,
         views: Sequence[str] | None = None,
         generate: Mapping | None = None,
+        data_dir: str | Path | None = None,
         flip_views: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
         foreground: str = "none",
         foreground_dir: str | None = None,
@@ -83,6 +89,10 @@ class MultiViewDataModule(L.LightningDataModule):
         self.drop_incomplete = drop_incomplete
         self.views = list(views) if views else None
         self.generate = dict(generate) if generate else None
+        self.create = self.generate.pop("create", "auto") if self.generate else False
+        if self.create not in ("auto", True, False):
+            raise DatasetError(f"data.generate.create={self.create!r}; expected auto, true or false.")
+        self.data_dir = Path(data_dir).expanduser() if data_dir else None
         self.flip_views = flips_for(flip_views, category)
         self.foreground = foreground
         self.foreground_dir = foreground_dir
@@ -140,11 +150,37 @@ class MultiViewDataModule(L.LightningDataModule):
         return [sample for sample in samples if sample.key not in held]
 
     def prepare_data(self) -> None:
-        """Generate the synthetic benchmark when configured and absent (rank 0 only)."""
-        if self.generate is not None:
+        """Render the synthetic benchmark where configured and allowed (see ``generate``), then check that
+        the root exists, so a wrong ``data.root`` fails before anything else (backbone weights) is loaded."""
+        if self.generate is not None and self.may_generate():
             from multiflow_pl.data.synthetic import generate
 
             generate(self.root, **self.generate)
+        if not self.root.is_dir():
+            raise DatasetError(f"Dataset root {self.root} (data.root) does not exist. {self._root_hint()}")
+
+    def may_generate(self) -> bool:
+        """Whether the synthetic benchmark may be rendered under ``root`` (see ``generate``)."""
+        if self.create != "auto":
+            return bool(self.create)
+        from multiflow_pl.data.synthetic import META_FILE
+
+        inside = self.data_dir is not None and self.root.resolve().is_relative_to(self.data_dir.resolve())
+        return inside or (self.root / META_FILE).is_file()
+
+    def _root_hint(self) -> str:
+        """What to do about a missing root, by data format."""
+        if self.generate is not None:
+            return (
+                f"The synthetic benchmark is rendered only inside the data folder {self.data_dir} "
+                "(paths.data_dir); fix data.root, or pass data.generate.create=true to render it there."
+            )
+        if self.format == "folder":
+            return "Fix data.root: it must hold train/good/<sample>/<view>.<ext> (see data/folder.py)."
+        return (
+            "Download Real-IAD (it cannot be fetched automatically) and point data.root, or the REALIAD_ROOT "
+            "environment variable, at the folder holding realiad_<resolution>/ and realiad_jsons/."
+        )
 
     def setup(self, stage: str | None = None) -> None:
         stages = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}
