@@ -130,3 +130,14 @@ def test_labelled_validation_split_gives_an_f1_threshold(tiny_run):
     validation = {s.key for s in datamodule.split_samples("val")}
     tested = {s.key for s in datamodule.split_samples("test")}
     assert len(tested) == 6 - 2 and tested.isdisjoint(validation)
+
+
+def test_few_held_out_samples_give_a_warning_that_says_how_to_get_more():
+    few = fit_threshold(torch.arange(5.0), torch.zeros(5), quantile=0.99)
+    assert few.value == pytest.approx(3.96) and few.describe().endswith("of 5 held-out normal samples")
+    warning = few.few_samples_warning()
+    assert "only 5 held-out normal samples (fewer than 20)" in warning
+    assert "data.val_fraction" in warning and "data.val_from_test" in warning
+    assert fit_threshold(torch.arange(20.0), torch.zeros(20)).few_samples_warning() is None
+    labelled = fit_threshold(torch.tensor([0.0, 1.0, 5.0]), torch.tensor([0, 0, 1]))
+    assert labelled.describe().startswith("the F1-optimal threshold (F1 1.000) on 2 normal and 1 anomalous")

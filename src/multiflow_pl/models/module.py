@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from multiflow_pl.models.flow import MultiViewFlow, noise_condition
 from multiflow_pl.models.threshold import CHECKPOINT_KEY as THRESHOLD_KEY
 from multiflow_pl.models.threshold import Threshold, fit_threshold, threshold_from_checkpoint
 
+log = logging.getLogger(__name__)
 RNG_KEY = "multiflow_rng"
 
 
@@ -78,6 +80,7 @@ class MultiFlowModule(L.LightningModule):
         self.threshold: Threshold | None = None
         self._val_scores: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
+        self._warned_few_samples = False
 
     def features(self, batch: dict) -> torch.Tensor:
         """Backbone features [B,V,C,h,w] from the cache or computed from the batch's images."""
@@ -152,6 +155,10 @@ class MultiFlowModule(L.LightningModule):
         scores = torch.cat([score for score, _ in parts])
         labels = torch.cat([label for _, label in parts])
         self.threshold = fit_threshold(scores, labels, self.threshold_quantile)
+        warning = self.threshold.few_samples_warning()
+        if warning and not self._warned_few_samples and self.trainer.is_global_zero:
+            log.warning(warning)
+            self._warned_few_samples = True
         self.log_dict(
             {"val/threshold": self.threshold.value, "val/score_median": self.threshold.center},
             rank_zero_only=True,

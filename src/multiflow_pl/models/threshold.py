@@ -27,6 +27,9 @@ NORMALISATION = (
 )
 """How normalised scores are defined, for output files."""
 
+MIN_NORMAL_SAMPLES = 20
+"""Fewer held-out normal samples than this give a threshold that says little (and a warning)."""
+
 CHECKPOINT_KEY = "multiflow_threshold"
 """Where :meth:`Threshold.to_dict` is stored in a checkpoint (plain floats and strings only)."""
 
@@ -70,6 +73,31 @@ class Threshold:
     def to_dict(self) -> dict[str, float | int | str | None]:
         """Plain types only, so checkpoints stay loadable with ``torch.load(weights_only=True)``."""
         return asdict(self)
+
+    def describe(self) -> str:
+        """How the threshold was fitted, in words (for summary files)."""
+        if self.method == "quantile":
+            return f"the {self.quantile} quantile of the scores of {self.n_normal} held-out normal samples"
+        return (
+            f"the F1-optimal threshold (F1 {self.f1:.3f}) on {self.n_normal} normal and {self.n_anomalous} "
+            "anomalous validation samples"
+        )
+
+    def few_samples_warning(self) -> str | None:
+        """A warning when fewer than :data:`MIN_NORMAL_SAMPLES` normal samples fitted it, else None."""
+        if self.n_normal >= MIN_NORMAL_SAMPLES:
+            return None
+        effect = (
+            f"the {self.quantile} quantile of so few scores is about their maximum"
+            if self.method == "quantile"
+            else "the normal side of the F1 trade-off rests on very few scores"
+        )
+        return (
+            f"The OK/NG threshold was fitted on only {self.n_normal} held-out normal samples (fewer than "
+            f"{MIN_NORMAL_SAMPLES}): {effect}, so the share of normal parts flagged NG is unknown. Hold out "
+            "more: raise data.val_fraction (the share of normal training samples kept out of training), add "
+            "normal training samples, or move labelled test samples to validation with data.val_from_test."
+        )
 
     @classmethod
     def from_dict(cls, data: dict) -> Threshold:
