@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -111,10 +112,12 @@ def test_without_a_threshold_only_raw_scores_are_reported(tmp_path, tiny_run, ca
     assert not (tmp_path / "run" / "heatmaps").exists()
 
 
-def test_user_errors_end_in_one_line_and_leave_no_outputs(tmp_path, tiny_run):
+def test_user_errors_end_in_one_line_and_leave_no_outputs(tmp_path, tiny_run, capsys):
     sample = copy_sample(tiny_run, "can_0007_OK", tmp_path / "part")
     (sample / "C5.jpg").unlink()
-    expected = r"^error: Sample .*part lacks view\(s\) C5: the model expects"
-    with pytest.raises(SystemExit, match=expected), user_errors():
+    expected = r"^error: Sample .*part lacks view\(s\) C5: the model expects[^\n]*\n$"
+    with pytest.raises(SystemExit) as stopped, user_errors():
         run_predict(tmp_path, tiny_run.checkpoint, sample)
+    assert stopped.value.code == 2
+    assert re.match(expected, capsys.readouterr().err)
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from multiflow_pl.data.datamodule import MultiViewDataModule
+from multiflow_pl.data.profile import view_profile
 from multiflow_pl.evaluation.export import write_metrics_json, write_score_tables
 from multiflow_pl.evaluation.metrics import sample_auroc_by_class
 from multiflow_pl.models.backbone import FeatureExtractor
@@ -26,13 +27,20 @@ RESULT_KEYS = ("image_auroc", "sample_auroc", "sample_auroc_mean", "pixel_auroc"
 
 
 def build_data_and_model(cfg: DictConfig) -> tuple[MultiViewDataModule, MultiFlowModule]:
-    """Backbone, data module (which needs the backbone for its feature cache) and the LightningModule."""
-    backbone = instantiate(cfg.backbone)
-    datamodule: MultiViewDataModule = instantiate(cfg.data, feature_extractor=backbone)
+    """Data module, backbone (which the data module needs for its feature cache) and the LightningModule.
+
+    The data is checked first (root, meta files, category), so a wrong ``data.root`` fails at once,
+    before backbone weights are loaded or fetched.
+    """
+    datamodule: MultiViewDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
-    view_names = datamodule.index("train")[0].view_names
+    train_samples = datamodule.index("train")
+    view_names = train_samples[0].view_names
+    backbone = instantiate(cfg.backbone)
+    datamodule.feature_extractor = backbone
     module = build_module(cfg, backbone, len(view_names))
     module.run_config["view_names"] = list(view_names)
+    module.run_config["view_profile"] = view_profile(train_samples)  # predict flags images unlike these
     return datamodule, module
 
 
@@ -54,18 +62,7 @@ def load_trained_module(ckpt_path: str | Path) -> tuple[MultiFlowModule, DictCon
     checkpoint and the checkpoint dict.
     """
     path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Checkpoint {path} does not exist; pass ckpt_path=<run>/checkpoints/last.ckpt."
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        reason = str(err).strip().splitlines()[0]
-        raise CheckpointError(
-            f"Cannot load checkpoint {path} ({type(err).__name__}: {reason}). It is damaged, or holds "
-            "objects other than tensors and plain values, which are refused for safety (weights_only=True)."
-        ) from err
+    checkpoint = read_checkpoint(path)
     run_cfg = load_checkpoint_config(checkpoint, path)
     run_cfg.backbone.pretrained = False  # the weights come from the checkpoint
     run_cfg.backbone.weights_file = None
@@ -73,6 +70,23 @@ def load_trained_module(ckpt_path: str | Path) -> tuple[MultiFlowModule, DictCon
     load_module_state(module, checkpoint, path)
     module.threshold = threshold_from_checkpoint(checkpoint)
     return module.eval(), run_cfg, checkpoint
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint dict, loaded with ``weights_only=True``; a missing or damaged file is a user error."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Checkpoint {path} does not exist; pass ckpt_path=<run>/checkpoints/last.ckpt."
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        reason = str(err).strip().splitlines()[0]
+        raise CheckpointError(
+            f"Cannot load checkpoint {path} ({type(err).__name__}: {reason}). It is damaged, or holds "
+            "objects other than tensors and plain values, which are refused for safety (weights_only=True)."
+        ) from err
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
@@ -101,15 +115,18 @@ def test_and_export(
 
 
 def print_results(record: dict) -> None:
-    """A small results table on the console."""
+    """A small results table on the console, its heading on a line of its own (a table title wraps to
+    the table's narrow width); plain text without colour codes when the output is not a terminal."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Multi-Flow results: {record.get('category')} (seed {record.get('seed')})")
+    console = Console()
+    console.print(f"Multi-Flow results: {record.get('category')} (seed {record.get('seed')})", style="bold")
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     per_class = sorted(k for k in record if k.startswith("sample_auroc_") and k != "sample_auroc_mean")
     for key in (*RESULT_KEYS, *per_class):
         value = record.get(key)
         table.add_row(key, "n/a" if value is None else f"{100 * value:.1f}")
-    Console().print(table)
+    console.print(table)

@@ -28,15 +28,16 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from multiflow_pl.cli import entry_point
 from multiflow_pl.config import config_dir
 from multiflow_pl.data.datamodule import flips_for
 from multiflow_pl.data.dataset import MultiViewImageDataset, collate_samples
-from multiflow_pl.data.errors import DatasetError
+from multiflow_pl.data.errors import DatasetError, summarize
 from multiflow_pl.data.inputs import FoundSamples, find_samples
-from multiflow_pl.errors import user_errors
+from multiflow_pl.data.profile import FLAG_KINDS, InputFlag, format_flags, input_flags
 from multiflow_pl.evaluation.export import write_csv
 from multiflow_pl.evaluation.plots import plot_sample_sheet
 from multiflow_pl.models.export import ScoringModel
@@ -69,6 +70,7 @@ def predict(cfg: DictConfig) -> dict:
         root=cfg.get("root"),
     )
     _check_views(found, module.n_views, view_names, cfg.ckpt_path)
+    flags = _input_flags(found, run_cfg.get("view_profile"), bool(cfg.strict))
     auto_device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(auto_device if cfg.device == "auto" else cfg.device)
     scorer = ScoringModel(module, data.foreground, round_features=bool(data.cache_features)).to(device)
@@ -76,6 +78,8 @@ def predict(cfg: DictConfig) -> dict:
     threshold = module.threshold
     if threshold is None:
         log.warning(NO_THRESHOLD)
+    elif threshold.few_samples_warning():
+        log.warning(threshold.few_samples_warning())
     names = list(found.samples[0].view_names)
     rows: list[dict] = []
     run_dir = Path(cfg.paths.output_dir)
@@ -88,6 +92,7 @@ def predict(cfg: DictConfig) -> dict:
             image, sample_max, sample_mean, maps = (t.cpu() for t in scorer(images, foreground))
             for i, key in enumerate(batch["key"]):
                 row = _sample_row(key, names, image[i], sample_max[i], sample_mean[i], threshold)
+                row["input_flags"] = format_flags(flags.get(key, []))
                 if found.labelled:
                     row.update(label=int(batch["label"][i]), anomaly_class=batch["anomaly_class"][i])
                 if cfg.heatmaps and len(rows) < n_heatmaps:
@@ -97,6 +102,7 @@ def predict(cfg: DictConfig) -> dict:
                 rows.append(row)
         write_csv(stage / "scores.csv", rows)
         summary = _summary(cfg, found, names, rows, threshold)
+        summary["input_flags"] = _flag_counts(flags)
         (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("Scored %d samples: %s. Outputs in %s", len(rows), summary["decisions"], run_dir)
     return summary
@@ -120,6 +126,40 @@ def _image_loader(found: FoundSamples, scorer: ScoringModel, data: DictConfig, c
         num_workers=cfg.num_workers,
         collate_fn=collate_samples,
     )
+
+
+def _input_flags(found: FoundSamples, profile: DictConfig | None, strict: bool) -> dict[str, list[InputFlag]]:
+    """Sample key -> how its views differ from the training images (only samples that differ).
+
+    Flagged samples are scored with a warning; with ``strict`` they are an error. Checkpoints from before
+    view profiles were stored are not checked.
+    """
+    if profile is None:
+        log.info("The checkpoint stores no profile of its training images: input images are not checked.")
+        return {}
+    profile = OmegaConf.to_container(profile)
+    flags = {s.key: f for s in found.samples if (f := input_flags(s, profile))}
+    if not flags:
+        return flags
+    listing = summarize([f"{key}: {format_flags(f)}" for key, f in flags.items()])
+    message = (
+        f"{len(flags)} of {len(found.samples)} samples have views whose images differ from the training "
+        f"images in size, aspect ratio or channel count (a moved or re-configured camera?): {listing}."
+    )
+    if strict:
+        raise DatasetError(f"{message} Refused (strict=true); fix the cameras or pass strict=false.")
+    log.warning(
+        "%s They are scored anyway (column input_flags of scores.csv); strict=true refuses them.", message
+    )
+    return flags
+
+
+def _flag_counts(flags: dict[str, list[InputFlag]]) -> dict[str, int]:
+    """summary.json's ``input_flags``: flagged samples, and flagged views per kind."""
+    counts = {"samples": len(flags)}
+    for kind in FLAG_KINDS:
+        counts[kind] = sum(flag.kind == kind for sample in flags.values() for flag in sample)
+    return counts
 
 
 def _check_views(found: FoundSamples, n_views: int, view_names: list[str] | None, ckpt_path: str) -> None:
@@ -201,8 +241,11 @@ def _summary(
         "decisions": decisions,
         "invalid_samples": [row["key"] for row in rows if row["decision"] == "INVALID"],
         "threshold": None if threshold is None else threshold.to_dict(),
+        "threshold_fitted_on": None if threshold is None else threshold.describe(),
         "normalisation": None if threshold is None else NORMALISATION,
     }
+    if threshold is not None and threshold.few_samples_warning():
+        summary["threshold_warning"] = threshold.few_samples_warning()
     if threshold is None:
         summary["message"] = NO_THRESHOLD
     elif found.labelled:
@@ -246,7 +289,7 @@ def staged_outputs(run_dir: Path) -> Iterator[Path]:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    with user_errors():
+    with entry_point(cfg.paths.output_dir):
         predict(cfg)
 
 
