@@ -12,6 +12,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile --quiet --upgrade --strip-extras \
 	--allow-unsafe --no-emit-index-url --no-emit-find-links $(foreach spec,$(TORCH_SPEC),--upgrade-package $(spec))
 PYTEST_ARGS ?= -n 2 --dist loadfile
+ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock demo test lint format bench clean
@@ -31,8 +32,8 @@ lock: $(STAMP)  ## re-resolve the locks to the newest versions pyproject.toml al
 	$(PIP_COMPILE) --output-file $(LOCK) pyproject.toml
 	$(PIP_COMPILE) --extra dev --constraint $(LOCK) --output-file $(DEV_LOCK) pyproject.toml
 
-demo: $(STAMP)  ## train + evaluate Multi-Flow on the synthetic benchmark (CPU, a few minutes)
-	$(PY) -m multiflow_pl.train
+demo: $(STAMP)  ## train + evaluate Multi-Flow on the synthetic benchmark (CPU, minutes); ARGS="..." adds overrides
+	$(PY) -m multiflow_pl.train $(ARGS)
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
