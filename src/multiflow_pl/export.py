@@ -1,8 +1,10 @@
-"""Export a checkpoint for deployment: ``python -m multiflow_pl.export ckpt_path=CKPT [format=torchscript]``.
+"""Export a checkpoint for deployment: ``python -m multiflow_pl.export ckpt_path=CKPT [format=onnx]``.
 
-Writes into the run directory ``multiflow.torchscript.pt`` (backbone + flow + scoring for the checkpoint's
-view count and input size; any batch size) and ``export.json`` (its inputs, outputs, preprocessing,
-threshold, and the largest difference from the Python model on a random check batch).
+Writes into the run directory the model (``multiflow.pt2``, a ``torch.export`` ExportedProgram, or
+``multiflow.onnx``: backbone + flow + scoring for the checkpoint's view count and input size; any batch
+size) and ``export.json`` (its inputs, outputs, preprocessing, threshold, and the largest difference
+from the Python model on a random check batch). :mod:`multiflow_pl.inference` loads both and scores
+image files with the training preprocessing.
 """
 
 from __future__ import annotations
@@ -15,16 +17,15 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from multiflow_pl.cli import entry_point
 from multiflow_pl.config import config_dir
 from multiflow_pl.data.datamodule import flips_for
-from multiflow_pl.errors import user_errors
 from multiflow_pl.evaluation.export import write_atomic
-from multiflow_pl.models.export import OUTPUT_NAMES, ScoringModel, export_torchscript, load_torchscript
+from multiflow_pl.models.export import FORMATS, OUTPUT_NAMES, ScoringModel, export_model, load_exported
 from multiflow_pl.models.threshold import NORMALISATION
 from multiflow_pl.pipeline import load_trained_module
 
 log = logging.getLogger(__name__)
-FORMATS = ("torchscript",)
 
 
 def export(cfg: DictConfig) -> dict:
@@ -34,13 +35,13 @@ def export(cfg: DictConfig) -> dict:
     module, run_cfg, _ = load_trained_module(cfg.ckpt_path)
     model = ScoringModel(module, run_cfg.data.foreground, round_features=bool(run_cfg.data.cache_features))
     out_dir, size = Path(cfg.paths.output_dir), model.input_size
-    path = export_torchscript(model, out_dir / "multiflow.torchscript.pt", cfg.example_batch)
+    path = export_model(model, out_dir / FORMATS[cfg.format], cfg.format, cfg.example_batch)
 
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(
         cfg.example_batch, model.n_views, 3, model.input_size, model.input_size, generator=generator
     )
-    expected, exported = model(images), load_torchscript(path)(images)
+    expected, exported = model(images), load_exported(path)(images)
     difference = max(float((a - b).abs().max()) for a, b in zip(expected, exported, strict=True))
     threshold = module.threshold
     metadata = {
@@ -48,8 +49,10 @@ def export(cfg: DictConfig) -> dict:
         "file": path.name,
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "views": list(run_cfg.get("view_names") or []) or module.n_views,
+        "input_size": size,
         "input": f"images [B, {model.n_views}, 3, {size}, {size}] float RGB in [0, 1], resized from the "
-        "camera images (bilinear, antialiased), views in the order above, flip_views flipped horizontally",
+        "camera images (bilinear, antialiased), views in the order above, flip_views flipped horizontally; "
+        "multiflow_pl.inference prepares image files exactly so",
         "outputs": {
             "image": "[B, V] view scores",
             "sample_max": "[B] sample scores (max over views; compare with the threshold)",
@@ -57,6 +60,9 @@ def export(cfg: DictConfig) -> dict:
             "maps": f"[B, V, {model.eval_size}, {model.eval_size}] anomaly maps",
         },
         "output_order": list(OUTPUT_NAMES),
+        "category": run_cfg.data.category,
+        "json_dir": run_cfg.data.json_dir,
+        "resolution": str(run_cfg.data.resolution),
         "foreground": model.foreground,
         "flip_views": flips_for(run_cfg.data.get("flip_views"), run_cfg.data.category),
         "features_rounded_to_float16": model.round_features,
@@ -72,7 +78,7 @@ def export(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    with user_errors():
+    with entry_point(cfg.paths.output_dir):
         export(cfg)
 
 

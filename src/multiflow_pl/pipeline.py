@@ -16,7 +16,12 @@ from multiflow_pl.data.profile import view_profile
 from multiflow_pl.evaluation.export import write_metrics_json, write_score_tables
 from multiflow_pl.evaluation.metrics import sample_auroc_by_class
 from multiflow_pl.models.backbone import FeatureExtractor
-from multiflow_pl.models.checkpoint import CheckpointError, load_checkpoint_config, load_module_state
+from multiflow_pl.models.checkpoint import (
+    CheckpointError,
+    backbone_config,
+    load_checkpoint_config,
+    load_module_state,
+)
 from multiflow_pl.models.module import MultiFlowModule
 from multiflow_pl.models.threshold import threshold_from_checkpoint
 from multiflow_pl.utils.loggers import public_config
@@ -47,8 +52,9 @@ def build_data_and_model(cfg: DictConfig) -> tuple[MultiViewDataModule, MultiFlo
 def build_module(cfg: DictConfig, backbone: FeatureExtractor, n_views: int) -> MultiFlowModule:
     """The LightningModule for ``n_views`` views, keeping the resolved config (secrets redacted)."""
     quantile = OmegaConf.select(cfg, "threshold.quantile", default=0.99)
+    storage = OmegaConf.select(cfg, "checkpoint.backbone", default="reference")
     module: MultiFlowModule = instantiate(
-        cfg.model, backbone=backbone, n_views=n_views, threshold_quantile=quantile
+        cfg.model, backbone=backbone, n_views=n_views, threshold_quantile=quantile, backbone_storage=storage
     )
     module.run_config = public_config(OmegaConf.to_container(cfg, resolve=True))
     module.run_config["model"]["n_views"] = n_views
@@ -64,8 +70,7 @@ def load_trained_module(ckpt_path: str | Path) -> tuple[MultiFlowModule, DictCon
     path = Path(ckpt_path).expanduser()
     checkpoint = read_checkpoint(path)
     run_cfg = load_checkpoint_config(checkpoint, path)
-    run_cfg.backbone.pretrained = False  # the weights come from the checkpoint
-    run_cfg.backbone.weights_file = None
+    run_cfg.backbone = backbone_config(run_cfg, checkpoint)
     module = build_module(run_cfg, instantiate(run_cfg.backbone), int(run_cfg.model.n_views))
     load_module_state(module, checkpoint, path)
     module.threshold = threshold_from_checkpoint(checkpoint)

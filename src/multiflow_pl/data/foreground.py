@@ -38,7 +38,8 @@ def auto_foreground(
         ],
         dim=2,
     )
-    background = frame.median(dim=2).values[..., None, None]
+    # The (lower) median as torch.median gives it, from a sort: the same values, and ONNX can express it.
+    background = frame.sort(dim=2).values[..., (frame.shape[2] - 1) // 2, None, None]
     distance = (images - background).norm(dim=1, keepdim=True)
     pixel_fg = (distance > threshold).float()
     cell_fg = (F.adaptive_avg_pool2d(pixel_fg, feature_size) > 0.05).float()

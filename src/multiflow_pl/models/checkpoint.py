@@ -1,4 +1,11 @@
-"""Loading checkpoints safely (``weights_only=True``) with clear errors for mismatched configs."""
+"""Loading checkpoints safely (``weights_only=True``) with clear errors for mismatched configs.
+
+Lean checkpoints: the frozen backbone's weights come from a package, the hub or a seeded random init,
+so by default a checkpoint stores only where they come from and their digest
+(``checkpoint["multiflow_backbone"]``), not the weights; loading rebuilds the backbone from the stored
+config and checks the digest. ``checkpoint.backbone=embedded`` (and a backbone read from a local
+``weights_file``) stores the weights: a self-contained file.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+
+BACKBONE_KEY = "multiflow_backbone"
+"""Where a lean checkpoint stores its backbone reference: ``{"source": ..., "digest": ...}``."""
+BACKBONE_STORAGE = ("reference", "embedded")
 
 
 class CheckpointError(RuntimeError):
@@ -20,11 +31,60 @@ def load_checkpoint_config(checkpoint: dict, path: str | Path) -> DictConfig:
     return OmegaConf.create(saved)
 
 
-def load_module_state(module: nn.Module, checkpoint: dict, path: str | Path) -> None:
-    """Load ``checkpoint["state_dict"]`` into ``module``; a shape or key mismatch names what differs."""
+def backbone_config(run_cfg: DictConfig, checkpoint: dict) -> DictConfig:
+    """The backbone settings to rebuild a checkpoint's backbone with: as trained for a lean checkpoint
+    (its weights come from their source again), random init for a self-contained one (its weights are
+    in the file, so nothing is fetched)."""
+    backbone = run_cfg.backbone.copy()
+    if checkpoint.get(BACKBONE_KEY) is None:
+        backbone.pretrained = False
+        for key in ("weights_file", "weights_package"):
+            if key in backbone:
+                backbone[key] = None
+    return backbone
+
+
+def strip_backbone(checkpoint: dict, backbone: nn.Module, storage: str) -> None:
+    """Replace the backbone's weights in ``checkpoint["state_dict"]`` by a reference with a digest
+    (``storage="reference"``, unless the weights come from a local file); ``"embedded"`` keeps them."""
+    if storage not in BACKBONE_STORAGE:
+        raise CheckpointError(f"checkpoint.backbone={storage!r}; expected one of {BACKBONE_STORAGE}.")
+    if storage == "embedded" or backbone.weights_file:
+        return
+    state = checkpoint["state_dict"]
+    for key in [k for k in state if k.startswith("backbone.")]:
+        del state[key]
+    checkpoint[BACKBONE_KEY] = {"source": backbone.weights_source(), "digest": backbone.weights_digest()}
+
+
+def restore_backbone(checkpoint: dict, backbone: nn.Module, path: str | Path) -> None:
+    """Put the rebuilt backbone's weights back into a lean checkpoint's ``state_dict``, after checking
+    that they are the weights it was trained with; checkpoints with the whole (uncut) backbone lose the
+    weights of the layers after the cut."""
     state = checkpoint.get("state_dict")
     if state is None:
         raise CheckpointError(f"{path} holds no state_dict.")
+    reference = checkpoint.get(BACKBONE_KEY)
+    if reference is None:
+        own = {f"backbone.{k}" for k in backbone.state_dict()}
+        for key in [k for k in state if k.startswith("backbone.model.") and k not in own]:
+            del state[key]
+        return
+    digest = backbone.weights_digest()
+    if digest != reference["digest"]:
+        raise CheckpointError(
+            f"Checkpoint {path} was trained with backbone weights {reference['source']} of digest "
+            f"{reference['digest']}, but they now load with digest {digest}: the package, hub file or "
+            "library that provides them has changed. Install the versions it was trained with, or "
+            "retrain with checkpoint.backbone=embedded for a self-contained checkpoint."
+        )
+    state.update({f"backbone.{k}": v for k, v in backbone.state_dict().items()})
+
+
+def load_module_state(module: nn.Module, checkpoint: dict, path: str | Path) -> None:
+    """Load ``checkpoint["state_dict"]`` into ``module``; a shape or key mismatch names what differs."""
+    restore_backbone(checkpoint, module.backbone, path)
+    state = checkpoint["state_dict"]
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

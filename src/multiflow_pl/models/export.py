@@ -1,17 +1,21 @@
-"""A trained model as one function of images (backbone -> flow -> scores), and its TorchScript export.
+"""A trained model as one function of images (backbone -> flow -> scores), and its export.
 
 :class:`ScoringModel` is what ``multiflow_pl.predict`` runs and what ``multiflow_pl.export`` writes, so
 an exported model gives the same scores as the Python one. It scores exactly as
-``MultiFlowModule.score_batch`` does (tests compare the two), but holds only plain modules, so it can be
-traced. Its outputs, in :data:`OUTPUT_NAMES` order: image scores [B,V], sample scores (max and mean over
-views) [B], anomaly maps [B,V,M,M].
+``MultiFlowModule.score_batch`` does (tests compare the two), but holds only plain modules, so
+``torch.export`` captures it whole. Its outputs, in :data:`OUTPUT_NAMES` order: image scores [B,V],
+sample scores (max and mean over views) [B], anomaly maps [B,V,M,M].
+
+Formats (:data:`FORMATS`): ``torch.export``'s ExportedProgram (``.pt2``, loaded with
+``torch.export.load``; AOTInductor compiles it for C++) and ONNX (``.onnx``, through the ONNX exporter of
+``torch.onnx``; needs the ``export`` extra: ``pip install 'multiflow_pl[export]'``).
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,9 +27,8 @@ from multiflow_pl.models.module import MultiFlowModule
 
 OUTPUT_NAMES = ("image", "sample_max", "sample_mean", "maps")
 EXPORTABLE_FOREGROUND = ("none", "auto")
-JIT_DEPRECATION = ".*torch.jit.* is deprecated"
-"""TorchScript is deprecated upstream in favour of torch.export, which cannot capture the hook-based
-backbone yet; TorchScript still works and loads from C++ (libtorch) without Python."""
+FORMATS = {"exported_program": "multiflow.pt2", "onnx": "multiflow.onnx"}
+"""Export format -> file name."""
 
 
 class ScoringModel(nn.Module):
@@ -79,57 +82,85 @@ class ScoringModel(nn.Module):
         return views, samples["max"], samples["mean"], anomaly_maps(nll, self.eval_size)
 
 
-class _CheckedInput(nn.Module):
-    """Rejects images of the wrong shape with a clear message before running the traced model."""
+def export_model(model: ScoringModel, path: str | Path, format: str, example_batch: int = 2) -> Path:
+    """Export ``model`` for its view count and input size (any batch size) and save it atomically.
 
-    def __init__(self, traced: torch.jit.ScriptModule, n_views: int, input_size: int) -> None:
-        super().__init__()
-        self.traced = traced
-        self.n_views = n_views
-        self.input_size = input_size
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        shape = images.shape
-        expected = [self.n_views, 3, self.input_size, self.input_size]
-        if images.dim() != 5 or [shape[1], shape[2], shape[3], shape[4]] != expected:
-            raise ValueError(
-                f"Expected images [B, {self.n_views}, 3, {self.input_size}, {self.input_size}] (float RGB in "
-                f"[0, 1], views in training order), got {list(shape)}."
-            )
-        return self.traced(images.float())
-
-
-def export_torchscript(model: ScoringModel, path: str | Path, example_batch: int = 2) -> Path:
-    """Trace ``model`` for its view count and input size and save it (atomically) as TorchScript.
-
-    The saved model takes images [B,V,3,S,S] for any B and returns the :data:`OUTPUT_NAMES` tuple.
+    The saved model takes images [B,V,3,S,S] (float RGB in [0,1]) and returns the :data:`OUTPUT_NAMES`
+    tuple. ``format`` is a key of :data:`FORMATS`.
     """
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r}; supported: {', '.join(FORMATS)}.")
     if model.foreground not in EXPORTABLE_FOREGROUND:
         raise ValueError(
             f"Cannot export a model with foreground={model.foreground!r}: masks read from a folder are not "
             f"part of the model. Use a model trained with data.foreground in {EXPORTABLE_FOREGROUND}."
         )
+    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    for module in frozen.modules():  # the archive format stores strided views of buffers poorly
+        for name, buffer in module.named_buffers(recurse=False):
+            if not buffer.is_contiguous():
+                setattr(module, name, buffer.contiguous())
     example = torch.rand(example_batch, model.n_views, 3, model.input_size, model.input_size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        program = torch.export.export(frozen, (example,), dynamic_shapes=({0: batch},), strict=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with warnings.catch_warnings(), torch.no_grad():
-        # The tracer warns about the shape checks of the backbone and flow: the shapes are fixed by design.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", JIT_DEPRECATION)
-        frozen = copy.deepcopy(model).eval().requires_grad_(False)  # outputs need no autograd graph
-        traced = torch.jit.trace(frozen, (example,), check_trace=False)
-        scripted = torch.jit.script(_CheckedInput(traced, model.n_views, model.input_size))
-        try:
-            torch.jit.save(scripted, str(tmp))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        if format == "exported_program":
+            torch.export.save(program, tmp)
+        else:
+            _require_onnx()
+            torch.onnx.export(
+                program,
+                (example,),
+                str(tmp),
+                input_names=["images"],
+                output_names=list(OUTPUT_NAMES),
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
-def load_torchscript(path: str | Path, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
-    """Load a model written by :func:`export_torchscript` (plain ``torch.jit.load`` works as well)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", JIT_DEPRECATION)
-        return torch.jit.load(str(path), map_location=device).eval()
+def load_exported(
+    path: str | Path, device: str = "cpu"
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
+    """A function images [B,V,3,S,S] -> the :data:`OUTPUT_NAMES` tuple, from a file written by
+    :func:`export_model` (``.pt2`` or ``.onnx``, told by the suffix)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        _require_onnx()
+        import onnxruntime
+
+        providers = ["CUDAExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
+        session = onnxruntime.InferenceSession(str(path), providers=providers)
+
+        def run_onnx(images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            outputs = session.run(list(OUTPUT_NAMES), {"images": images.detach().float().cpu().numpy()})
+            return tuple(torch.from_numpy(output) for output in outputs)
+
+        return run_onnx
+    module = torch.export.load(path).module().to(device)
+
+    def run_program(images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with torch.no_grad():
+            return tuple(module(images.float().to(device)))
+
+    return run_program
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f"ONNX export needs onnx, onnxscript and onnxruntime ({err}): pip install 'multiflow_pl[export]'."
+        ) from err

@@ -13,6 +13,7 @@ import torch
 from multiflow_pl.evaluation.metrics import AnomalyMetrics
 from multiflow_pl.evaluation.scores import anomaly_maps, image_scores, mask_background, sample_scores
 from multiflow_pl.models.backbone import FeatureExtractor
+from multiflow_pl.models.checkpoint import restore_backbone, strip_backbone
 from multiflow_pl.models.flow import MultiViewFlow, noise_condition
 from multiflow_pl.models.threshold import CHECKPOINT_KEY as THRESHOLD_KEY
 from multiflow_pl.models.threshold import Threshold, fit_threshold, threshold_from_checkpoint
@@ -40,6 +41,8 @@ class MultiFlowModule(L.LightningModule):
         eval_size: side of the anomaly maps used for pixel metrics.
         threshold_quantile: quantile of held-out normal sample scores used as the OK/NG threshold
             (validation batches with anomalous samples give an F1-optimal threshold instead).
+        backbone_storage: ``"reference"``: checkpoints store where the backbone's weights come from and
+            their digest instead of the weights; ``"embedded"``: the weights (a self-contained file).
 
     Validation (held-out samples, see ``data.val_fraction``) fits :attr:`threshold` every epoch, so each
     checkpoint carries the threshold of its own weights (``checkpoint["multiflow_threshold"]``). Checkpoints
@@ -60,6 +63,7 @@ class MultiFlowModule(L.LightningModule):
         metrics: AnomalyMetrics | None = None,
         eval_size: int = 256,
         threshold_quantile: float = 0.99,
+        backbone_storage: str = "reference",
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -77,6 +81,7 @@ class MultiFlowModule(L.LightningModule):
         self.test_results: dict[str, float] = {}
         self.run_config: dict = {}
         self.threshold_quantile = threshold_quantile
+        self.backbone_storage = backbone_storage
         self.threshold: Threshold | None = None
         self._val_scores: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
@@ -212,6 +217,7 @@ class MultiFlowModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer=optimizer)}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        strip_backbone(checkpoint, self.backbone, self.backbone_storage)
         checkpoint["multiflow_config"] = self.run_config
         if self.threshold is not None:
             checkpoint[THRESHOLD_KEY] = self.threshold.to_dict()
@@ -222,8 +228,10 @@ class MultiFlowModule(L.LightningModule):
         """Restore the threshold and the random stream where the checkpoint left it.
 
         Lightning calls this before it draws the next epoch's shuffling order, so a resumed run draws the
-        same orders and noise as an uninterrupted one.
+        same orders and noise as an uninterrupted one, and before it loads the state dict, so the
+        backbone weights of a lean checkpoint are put back (and checked) first.
         """
+        restore_backbone(checkpoint, self.backbone, "the resumed checkpoint")
         self.threshold = threshold_from_checkpoint(checkpoint)
         rng = checkpoint.get(RNG_KEY)
         if rng is not None:

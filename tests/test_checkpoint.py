@@ -1,0 +1,49 @@
+"""Lean checkpoints: the backbone stored as a reference with a digest (checked on load) unless
+checkpoint.backbone=embedded asks for a self-contained file."""
+
+from __future__ import annotations
+
+import torch
+from conftest import TINY_TRAIN, compose_config, run_cli
+
+from multiflow_pl.models.checkpoint import BACKBONE_KEY
+from multiflow_pl.pipeline import load_trained_module
+from multiflow_pl.train import train
+
+
+def test_checkpoints_reference_the_backbone_and_check_its_digest(tmp_path, tiny_run):
+    checkpoint = torch.load(tiny_run.checkpoint, weights_only=True)
+    assert not [key for key in checkpoint["state_dict"] if key.startswith("backbone.")]
+    reference = checkpoint[BACKBONE_KEY]
+    assert (
+        reference["source"].startswith("random init of resnet18 (seed 0") and len(reference["digest"]) == 16
+    )
+    module, _, _ = load_trained_module(tiny_run.checkpoint)
+    assert module.backbone.weights_digest() == reference["digest"]
+
+    reference["digest"] = "0123456789abcdef"  # weights that changed since training
+    tampered = tmp_path / "tampered.ckpt"
+    torch.save(checkpoint, tampered)
+    sample = tiny_run.data_root / "realiad_jsons" / "can.json"
+    done = run_cli("predict", tmp_path, f"ckpt_path={tampered}", f"input={sample}")
+    assert done.returncode == 2 and not (tmp_path / "run").exists()
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: Checkpoint") and "digest 0123456789abcdef" in error
+    assert "checkpoint.backbone=embedded" in error
+
+
+def test_embedded_backbone_gives_a_self_contained_checkpoint(tmp_path, tiny_run):
+    overrides = [*TINY_TRAIN, "trainer.max_epochs=1", "test=false", "checkpoint.backbone=embedded"]
+    train(compose_config("train", tmp_path, overrides))
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    assert BACKBONE_KEY not in checkpoint
+    weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.model.")}
+    assert "backbone.model.conv1.weight" in weights and not [k for k in weights if ".layer1." in k]
+    assert path.stat().st_size > tiny_run.checkpoint.stat().st_size
+    with torch.no_grad():  # the file's weights are used, whatever a fresh random init would give
+        checkpoint["state_dict"]["backbone.model.conv1.weight"].mul_(2)
+    torch.save(checkpoint, path)
+    module, run_cfg, _ = load_trained_module(path)
+    assert run_cfg.backbone.pretrained is False
+    torch.testing.assert_close(module.backbone.model.conv1.weight, weights["backbone.model.conv1.weight"])
