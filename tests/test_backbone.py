@@ -116,6 +116,7 @@ def test_packaged_backbone_and_its_errors():
     assert extractor.out_channels == 112 and extractor.feature_size == (4, 4)
     random = FeatureExtractor("efficientnet_lite0", ["blocks.4"], input_size=64)
     assert extractor.cache_signature()["weights"] != random.cache_signature()["weights"]
+    assert extractor.weights_source().startswith(f"package {LITE0}==")  # what lean checkpoints record
     with pytest.raises(BackboneWeightsError, match=r"not for backbone\.name='efficientnet_lite1'"):
         FeatureExtractor("efficientnet_lite1", ["blocks.4"], weights_package=LITE0)
     with pytest.raises(BackboneWeightsError, match="not a known weights package"):
@@ -138,7 +139,10 @@ def test_damaged_or_missing_package_is_reported(monkeypatch, tmp_path):
         weights_path(spec)
 
 
-@pytest.mark.parametrize(("name", "layers"), [("resnet18", ["act1"]), ("resnet18", ["layer1", "layer2"])])
+@pytest.mark.parametrize(
+    ("name", "layers"),
+    [("resnet18", ["act1"]), ("resnet18", ["layer1", "layer2"]), ("efficientnet_lite0", ["blocks.4"])],
+)
 def test_backbone_is_cut_after_the_last_layer_read_and_exports(name, layers):
     extractor = FeatureExtractor(name, layers, input_size=64, pool=1)
     full = timm.create_model(name, pretrained=False, num_classes=0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,17 +12,16 @@ from typing import Any
 import timm
 import torch
 import torch.nn.functional as F
+from timm.models import create_feature_extractor
 from torch import nn
 
 from multiflow_pl.models.packaged_weights import PackagedWeightsError, load_packaged_weights, packaged_weights
 
+log = logging.getLogger(__name__)
+
 
 class BackboneWeightsError(RuntimeError):
     """Raised when backbone weights cannot be obtained (no hub access, bad file)."""
-
-
-class _StopForward(Exception):
-    """Raised by the last feature hook to skip the rest of the network."""
 
 
 class FeatureExtractor(nn.Module):
@@ -84,7 +85,16 @@ class FeatureExtractor(nn.Module):
         if unknown:
             top = [n for n in modules if n and "." not in n]
             raise ValueError(f"Backbone {name!r} has no layer(s) {unknown}; top-level modules are {top}.")
-        self._modules_to_read = [modules[layer] for layer in self.layers]
+        total = sum(p.numel() for p in self.model.parameters())
+        self.model = truncate(self.model, self.layers)
+        kept = sum(p.numel() for p in self.model.parameters())
+        log.info(
+            "Backbone %s cut after %s: %s of %s parameters kept",
+            name,
+            self.layers[-1],
+            f"{kept:,}",
+            f"{total:,}",
+        )
         with torch.no_grad():
             probe = self(torch.zeros(1, 3, self.input_size, self.input_size))
         self.out_channels = int(probe.shape[1])
@@ -100,26 +110,8 @@ class FeatureExtractor(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images [N,3,H,W] in [0,1] -> features [N,C,h,w] (float32)."""
         x = (images - self.mean) / self.std
-        captured: dict[int, torch.Tensor] = {}
-        last = len(self._modules_to_read) - 1
-
-        def make_hook(index: int):
-            def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-                captured[index] = output
-                if len(captured) == len(self._modules_to_read):
-                    raise _StopForward
-
-            return hook
-
-        handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(self._modules_to_read)]
-        try:
-            self.model(x)
-        except _StopForward:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
-        feats = [captured[i].float() for i in range(last + 1)]
+        outputs = self.model(x)
+        feats = [outputs[layer].float() for layer in self.layers]
         size = feats[0].shape[-2:]
         feats = [f if f.shape[-2:] == size else F.interpolate(f, size=size, mode="bilinear") for f in feats]
         out = torch.cat(feats, dim=1)
@@ -132,6 +124,18 @@ class FeatureExtractor(nn.Module):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()[:16]
+
+    def weights_source(self) -> str:
+        """Where the weights come from, in words (lean checkpoints store it with the digest)."""
+        if self.weights_file:
+            return f"file {self.weights_file}"
+        if self.weights_package:
+            from importlib.metadata import version
+
+            return f"package {self.weights_package}=={version(self.weights_package)}"
+        if self.pretrained:
+            return f"timm hub {self.name}"
+        return f"random init of {self.name} (seed {self.init_seed}, timm {timm.__version__})"
 
     def cache_signature(self) -> dict[str, object]:
         """Everything about the extractor that changes the features it produces."""
@@ -165,6 +169,20 @@ def _create_packaged_model(
     except PackagedWeightsError as err:
         raise BackboneWeightsError(str(err)) from err
     return model
+
+
+def truncate(model: nn.Module, layers: Sequence[str]) -> nn.Module:
+    """``model`` cut after the last of ``layers``: a graph module that computes only what they need and
+    returns ``{layer: output}``; the weights of the layers after it are dropped.
+
+    Built by symbolic tracing (``timm.models.create_feature_extractor``), so it is one plain forward pass
+    without hooks, which ``torch.export`` captures whole.
+    """
+    with warnings.catch_warnings():
+        # torch.fx notes that some timm helpers are traced as leaves; harmless for a frozen extractor
+        warnings.simplefilter("ignore", UserWarning)
+        graph = create_feature_extractor(model, return_nodes={layer: layer for layer in layers})
+    return graph.eval()
 
 
 def _create_model(
