@@ -103,3 +103,15 @@ def test_export_and_inference_command_lines(tmp_path, tiny_run):
     rows = list(csv.DictReader(scored.stdout.splitlines()))
     assert len(rows) == 6 and {"key", "score", "decision", "score_C1"} <= set(rows[0])
     assert "deprecated" not in done.stderr + scored.stderr
+
+
+def test_winograd_flows_export_with_library_convolutions(tmp_path, tiny_run):
+    module, run_cfg, _ = load_trained_module(tiny_run.checkpoint)
+    for subnet in module.flow.modules():
+        if hasattr(subnet, "conv_algorithm"):
+            subnet.conv_algorithm = "winograd"  # the CPU default for wide flows; batch-dependent chunks
+    python_model = ScoringModel(module, run_cfg.data.foreground, round_features=True)
+    path = export_model(python_model, tmp_path / "model.pt2", "exported_program")
+    images = torch.rand(3, 5, 3, 64, 64)
+    for want, found in zip(python_model(images), torch.export.load(path).module()(images), strict=True):
+        torch.testing.assert_close(found, want, rtol=0, atol=TOLERANCE)

@@ -96,9 +96,13 @@ def export_model(model: ScoringModel, path: str | Path, format: str, example_bat
             f"part of the model. Use a model trained with data.foreground in {EXPORTABLE_FOREGROUND}."
         )
     frozen = copy.deepcopy(model).eval().requires_grad_(False)
-    for module in frozen.modules():  # the archive format stores strided views of buffers poorly
+    for module in frozen.modules():
+        if hasattr(module, "conv_algorithm"):
+            # Winograd's chunking follows the batch size, which an export keeps symbolic; the library's
+            # convolutions compute the same function (up to rounding) on every device.
+            module.conv_algorithm = "direct"
         for name, buffer in module.named_buffers(recurse=False):
-            if not buffer.is_contiguous():
+            if not buffer.is_contiguous():  # the archive format stores strided views of buffers poorly
                 setattr(module, name, buffer.contiguous())
     example = torch.rand(example_batch, model.n_views, 3, model.input_size, model.input_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
