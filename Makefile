@@ -15,10 +15,10 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock demo test lint format bench clean
+.PHONY: help install lock demo test lint format bench bench-peers clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml $(DEV_LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ format: $(STAMP)  ## apply ruff formatting and autofixes
 
 bench: $(STAMP)  ## run the benchmarks (tables printed; see docs/benchmarks.md)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+bench-peers: $(STAMP)  ## Multi-Flow vs anomalib's PatchCore, FastFlow, CS-Flow on the synthetic benchmark (CPU)
+	$(PY) -m pip install -q -e '.[peers]'
+	PYTHONPATH=src $(PY) benchmarks/peers.py --root logs/peers --plot docs/images/peers_sample_auroc.png
 
 clean:  ## remove caches and run outputs (keeps .venv and data/)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

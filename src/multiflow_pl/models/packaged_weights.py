@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+import timm
 import torch
 from torch import nn
 
@@ -134,3 +135,25 @@ def load_packaged_weights(model: nn.Module, distribution: str) -> None:
     if not any(key.startswith("classifier.") for key in target):
         state = OrderedDict((k, v) for k, v in state.items() if k not in spec.classifier)
     model.load_state_dict(remap_by_position(state, target))
+
+
+def load_packaged_features(features: nn.Module, distribution: str, **model_kwargs: object) -> None:
+    """Load the packaged weights of ``distribution`` into a truncated copy of its architecture (in place).
+
+    ``features`` is, e.g., timm's ``features_only`` model (or any module whose state-dict keys are a subset
+    of the full model's, such as anomalib's feature extractors). The full model is built with the weights
+    first; then every tensor of ``features`` is taken from it by name, and a missing name or a shape that
+    differs raises :class:`PackagedWeightsError`.
+    """
+    spec = packaged_weights(distribution)
+    full = timm.create_model(spec.architecture, pretrained=False, num_classes=0, **model_kwargs)
+    load_packaged_weights(full, distribution)
+    source = full.state_dict()
+    target = features.state_dict()
+    unknown = [key for key in target if key not in source or source[key].shape != target[key].shape]
+    if unknown:
+        raise PackagedWeightsError(
+            f"{len(unknown)} tensors of the model (first: {unknown[0]}) are not in {spec.architecture}'s "
+            f"packaged weights with that shape: another architecture."
+        )
+    features.load_state_dict({key: source[key] for key in target})
