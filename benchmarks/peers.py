@@ -185,8 +185,8 @@ def main() -> None:
         default="backbone=efficientnet_lite0",
         help="Hydra overrides for Multi-Flow and the data (default: the peers' backbone)",
     )
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs of FastFlow and CS-Flow")
-    parser.add_argument("--batch-size", type=int, default=32, help="view images per peer training step")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs of FastFlow and CS-Flow")
+    parser.add_argument("--batch-size", type=int, default=8, help="view images per peer training step")
     parser.add_argument("--image-size", type=int, default=256, help="peer input side")
     parser.add_argument(
         "--csflow-hidden", type=int, default=256, help="CS-Flow hidden channels (anomalib: 1024)"
