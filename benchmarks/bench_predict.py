@@ -97,9 +97,7 @@ def main() -> None:
     parser.add_argument(
         "--ckpt", type=Path, default=None, help="trained checkpoint (default: untrained model)"
     )
-    parser.add_argument(
-        "--overrides", default="backbone=efficientnet_lite0", help="config of the untrained model"
-    )
+    parser.add_argument("--overrides", default="", help="config of the untrained model (default: the demo's)")
     parser.add_argument("--samples", type=int, default=24, help="test samples scored per batch size")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

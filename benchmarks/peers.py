@@ -180,11 +180,7 @@ def main() -> None:
     parser.add_argument("--categories", nargs="+", default=["can", "box", "knob"])
     parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS)
     parser.add_argument("--graphs", nargs="*", default=["top_ring", "none"])
-    parser.add_argument(
-        "--overrides",
-        default="backbone=efficientnet_lite0",
-        help="Hydra overrides for Multi-Flow and the data (default: the peers' backbone)",
-    )
+    parser.add_argument("--overrides", default="", help="Hydra overrides for Multi-Flow and the data")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of FastFlow and CS-Flow")
     parser.add_argument("--batch-size", type=int, default=8, help="view images per peer training step")
     parser.add_argument("--image-size", type=int, default=256, help="peer input side")
