@@ -168,7 +168,7 @@ def plot(rows: list[dict], classes: list[str], path: Path, title: str) -> None:
     ax.set_ylim(0.3, 1.0)
     ax.set_ylabel("sample AUROC (max over views)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -218,7 +218,8 @@ def main() -> None:
     lines += [f"### mean over {', '.join(by_category)}", "", *table(means, classes), ""]
     (args.root / "peers.md").write_text("\n".join(lines))
     print("\n".join(lines))
-    title = f"synthetic benchmark, mean over {', '.join(by_category)}"
+    names = ", ".join(by_category)
+    title = f"synthetic benchmark, {'mean over ' if len(by_category) > 1 else ''}{names}"
     for path in filter(None, (args.root / "peers.png", args.plot)):
         plot(means, classes, path, title)
 
