@@ -153,8 +153,9 @@ def test_fast_matches_naive(graph, mode):
     for c in (cond, None):
         z, logdet = flow(x, c)
         z_naive, logdet_naive = naive(x, c)
-        torch.testing.assert_close(z, z_naive, atol=1e-5, rtol=0)
-        torch.testing.assert_close(logdet, logdet_naive, atol=1e-5, rtol=0)
+        # float32: conv_algorithm=auto may pick Winograd (about twice the rounding of a direct convolution)
+        torch.testing.assert_close(z, z_naive, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(logdet, logdet_naive, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("noise_channels", [0, 2])
@@ -164,8 +165,8 @@ def test_fast_matches_naive_with_other_noise_channels(noise_channels):
     cond = torch.randn(2, V, noise_channels, 5, 4) if noise_channels else None  # per-view noise maps
     z, logdet = flow(x, cond)
     z_naive, logdet_naive = naive_flow.NaiveMultiViewFlow(flow)(x, cond)
-    torch.testing.assert_close(z, z_naive, atol=1e-5, rtol=0)
-    torch.testing.assert_close(logdet, logdet_naive, atol=1e-5, rtol=0)
+    torch.testing.assert_close(z, z_naive, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logdet, logdet_naive, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(flow.inverse(z, cond), x, atol=1e-4, rtol=0)
 
 
