@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flow_flops import flow_forward_flops
 from naive_flow import NaiveMultiViewFlow
 
+from multiflow_pl.models import conv_choice
 from multiflow_pl.models.flow import MultiViewFlow, noise_condition
 
 EQUIVALENCE_TOLERANCE = 1e-5
@@ -299,6 +300,10 @@ def main() -> None:
                 flush=True,
             )
     report(args, variants)
+    chooser = conv_choice.default_chooser()
+    for key, choice in chooser.choices.items():
+        timings = ", ".join(f"{name} {t * 1e3:.1f} ms" for name, t in chooser.timings.get(key, {}).items())
+        print(f"conv_algorithm=auto: {key} -> {choice} ({timings})")
 
 
 if __name__ == "__main__":
