@@ -8,16 +8,21 @@ that load from other processes hits them alike; in its turn a variant runs one u
 forward. The table gives the median wall time and the median CPU time of the process (CPU time / wall
 time > threads means nothing; < threads means the process waited for a core). Before timing, the fast
 path is checked against the naive one on the same input: in float64, where both are exact up to rounding
-(must agree to 1e-5), and in float32 (printed, next to each path's distance from the float64 result).
+(must agree to 1e-5), and in float32 with float32 or bfloat16 convolutions (each path's distance from the
+float64 result, printed). The machine (CPU model, ISA flags, threads, library versions) is printed with
+the table: compare the ratios to the naive twin across machines, not the seconds.
 
     PYTHONPATH=src python benchmarks/bench_flow.py                  # CPU, 2 threads, 2 rounds of 2 steps
-    PYTHONPATH=src python benchmarks/bench_flow.py --reps 3 --variants naive fast fast_direct shared
+    PYTHONPATH=src python benchmarks/bench_flow.py --reps 3 --variants naive fast fast_direct fast_winograd
     PYTHONPATH=src python benchmarks/bench_flow.py --device cuda --amp
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
+import re
 import statistics
 import sys
 import time
@@ -33,23 +38,50 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flow_flops import flow_forward_flops
 from naive_flow import NaiveMultiViewFlow
 
+from multiflow_pl.models import conv_choice
 from multiflow_pl.models.flow import MultiViewFlow, noise_condition
 
-# The reference implementation on this machine kind, 2 threads (from the issue): seconds.
-REFERENCE_TRAIN_S, REFERENCE_EVAL_S = 19.8, 6.0
 EQUIVALENCE_TOLERANCE = 1e-5
-# name -> (message weights, conv algorithm, naive twin)
+# name -> (message weights, conv algorithm, conv dtype, naive twin)
 VARIANTS = {
-    "naive": ("per_edge", "auto", True),
-    "naive_shared": ("shared", "auto", True),
-    "fast": ("per_edge", "auto", False),
-    "fast_direct": ("per_edge", "direct", False),
-    "shared": ("shared", "auto", False),
-    "shared_direct": ("shared", "direct", False),
+    "naive": ("per_edge", "direct", None, True),
+    "naive_shared": ("shared", "direct", None, True),
+    "fast": ("per_edge", "auto", None, False),
+    "fast_direct": ("per_edge", "direct", None, False),
+    "fast_winograd": ("per_edge", "winograd", None, False),
+    "fast_bf16": ("per_edge", "auto", "bfloat16", False),
+    "shared": ("shared", "auto", None, False),
+    "shared_direct": ("shared", "direct", None, False),
+    "shared_winograd": ("shared", "winograd", None, False),
+    "shared_bf16": ("shared", "auto", "bfloat16", False),
 }
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
 
-def build_flow(args: argparse.Namespace, message_weights: str, conv_algorithm: str = "auto") -> MultiViewFlow:
+def machine_info() -> str:
+    """CPU model, ISA flags, threads and library versions, printed with every table."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
+    flags = re.search(r"^flags\s*:\s*(.*)$", cpuinfo, re.M)
+    present = set(flags.group(1).split()) if flags else set()
+    config = torch.__config__.show()
+    onednn = re.search(r"MKL-DNN (v[\d.]+)", config)
+    mkl = re.search(r"Math Kernel Library Version ([\d.]+)", config)
+    return (
+        f"CPU: {model.group(1) if model else platform.processor()}, {os.cpu_count()} logical cores; ISA: "
+        f"{' '.join(f for f in ISA_FLAGS if f in present) or 'none of ' + '/'.join(ISA_FLAGS)}; "
+        f"torch {torch.__version__} threads {torch.get_num_threads()}, oneDNN "
+        f"{onednn.group(1) if onednn else '-'}, MKL {mkl.group(1) if mkl else '-'}, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, Python {platform.python_version()}"
+    )
+
+
+def build_flow(
+    args: argparse.Namespace,
+    message_weights: str,
+    conv_algorithm: str = "auto",
+    conv_dtype: str | None = None,
+) -> MultiViewFlow:
     """The paper's flow (seeded) with message strengths 0.1, so that the cross-view messages are active."""
     torch.manual_seed(0)
     flow = MultiViewFlow(
@@ -61,6 +93,7 @@ def build_flow(args: argparse.Namespace, message_weights: str, conv_algorithm: s
         kernel_sizes=args.kernel_sizes,
         message_weights=message_weights,
         conv_algorithm=conv_algorithm,
+        conv_dtype=conv_dtype,
     )
     with torch.no_grad():
         for coupling in flow.couplings:
@@ -80,16 +113,16 @@ def features(
 
 
 def check_equivalence(args: argparse.Namespace) -> bool:
-    """Fast vs naive z / logdet on one sample, float64 (checked) and float32 (reported)."""
+    """Fast vs naive z / logdet on one sample: float64 (checked), float32 and bf16 convolutions (reported)."""
     ok = True
     print("Equivalence, fast vs naive, one sample (max |difference|):")
     for message_weights in ("per_edge", "shared"):
         flow = build_flow(args, message_weights).to(args.device)
+        flow_bf16 = build_flow(args, message_weights, conv_dtype="bfloat16").to(args.device)
         naive = NaiveMultiViewFlow(flow)
         x, cond = features(args, 1)
         with torch.inference_mode():
-            z, logdet = flow(x, cond)
-            z_naive, logdet_naive = naive(x, cond)
+            results = {"fast": flow(x, cond), "naive": naive(x, cond), "fast bf16": flow_bf16(x, cond)}
             flow.double()
             z64, logdet64 = flow(x.double(), cond.double())
             z64_naive, logdet64_naive = naive(x.double(), cond.double())
@@ -99,15 +132,14 @@ def check_equivalence(args: argparse.Namespace) -> bool:
             f"  {message_weights:8s} float64: z {(z64 - z64_naive).abs().max():.1e}, "
             f"logdet {(logdet64 - logdet64_naive).abs().max():.1e} "
             f"({'ok' if diff64 <= EQUIVALENCE_TOLERANCE else 'FAILED'}, tolerance "
-            f"{EQUIVALENCE_TOLERANCE:.0e})"
+            f"{EQUIVALENCE_TOLERANCE:.0e}); |z| <= {z64.abs().max():.0f}, "
+            f"|logdet| <= {logdet64.abs().max():.0f}"
         )
-        print(
-            f"  {message_weights:8s} float32: z {(z - z_naive).abs().max():.1e}, "
-            f"logdet {(logdet - logdet_naive).abs().max():.1e}; distance from float64: "
-            f"fast z {(z - z64).abs().max():.1e} logdet {(logdet - logdet64).abs().max():.1e}, "
-            f"naive z {(z_naive - z64).abs().max():.1e} logdet {(logdet_naive - logdet64).abs().max():.1e} "
-            f"(|z| <= {z64.abs().max():.0f}, |logdet| <= {logdet64.abs().max():.0f})"
+        distances = ", ".join(
+            f"{name} z {(z - z64_naive).abs().max():.1e} logdet {(logdet - logdet64_naive).abs().max():.1e}"
+            for name, (z, logdet) in results.items()
         )
+        print(f"  {message_weights:8s} float32 distance from float64 naive: {distances}")
     return ok
 
 
@@ -120,7 +152,13 @@ def machine_rates(device: torch.device) -> None:
     for flops, fn in ((2 * 2048**3, lambda: a @ b), (2 * 8 * 576 * 1520 * 320 * 9, lambda: F.conv2d(x, w))):
         fn()
         rates.append(flops / min(_timed(fn, device)[0] for _ in range(3)) / 1e9)
-    print(f"Machine: GEMM 2048^3 {rates[0]:.0f} GFLOP/s, conv 320->1520 3x3 on 8x26^2 {rates[1]:.0f} GFLOP/s")
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    a16 @ b16
+    rates.append(2 * 2048**3 / min(_timed(lambda: a16 @ b16, device)[0] for _ in range(3)) / 1e9)
+    print(
+        f"Machine: GEMM 2048^3 {rates[0]:.0f} GFLOP/s (bf16 {rates[2]:.0f}), "
+        f"conv 320->1520 3x3 on 8x26^2 {rates[1]:.0f} GFLOP/s"
+    )
 
 
 def _timed(fn: Callable[[], None], device: torch.device) -> tuple[float, float]:
@@ -161,8 +199,8 @@ class Variant:
 def make_variants(args: argparse.Namespace) -> list[Variant]:
     variants = []
     for name in args.variants:
-        message_weights, conv_algorithm, naive = VARIANTS[name]
-        flow = build_flow(args, message_weights, conv_algorithm).to(args.device)
+        message_weights, conv_algorithm, conv_dtype, naive = VARIANTS[name]
+        flow = build_flow(args, message_weights, conv_algorithm, conv_dtype).to(args.device)
         optimizer = torch.optim.AdamW(flow.parameters(), lr=2e-4, betas=(0.9, 0.95), weight_decay=1e-5)
         model = NaiveMultiViewFlow(flow) if naive else flow
         variants.append(Variant(name, model, optimizer, args.channels, [], []))
@@ -189,30 +227,31 @@ def report(args: argparse.Namespace, variants: list[Variant]) -> None:
         for mw in ("per_edge", "shared")
     }
     naive = next((v for v in variants if v.name == "naive"), None)
-    naive_train = _median(naive.train)[0] if naive else None
+    naive_train = _median(naive.train) if naive else None
     naive_eval = _median(naive.evaluate)[0] if naive else None
     print(
-        f"\n{'variant':14s} {'train s':>8s} {'(cpu s)':>8s} {'eval s':>7s} {'(cpu s)':>8s} "
-        f"{'train/naive':>11s} {'eval/naive':>10s} {'train/ref':>9s} {'eval/ref':>8s} {'GFLOP/s':>8s}"
+        f"\n{'variant':15s} {'train s':>8s} {'(cpu s)':>8s} {'eval s':>7s} {'(cpu s)':>8s} "
+        f"{'train/naive':>11s} {'(cpu)':>6s} {'eval/naive':>10s} {'GFLOP/s':>8s}"
     )
     for v in variants:
         train_wall, train_cpu = _median(v.train)
         eval_wall, eval_cpu = _median(v.evaluate)
-        message_weights = VARIANTS[v.name][0]
-        rate = 3 * flops[message_weights] / train_wall / 1e9
+        rate = 3 * flops[VARIANTS[v.name][0]] / train_wall / 1e9
         vs_naive = (
-            f"{train_wall / naive_train:11.2f} {eval_wall / naive_eval:10.2f}"
+            f"{train_wall / naive_train[0]:11.2f} {train_cpu / naive_train[1]:6.2f} "
+            f"{eval_wall / naive_eval:10.2f}"
             if naive
-            else f"{'':11s} {'':10s}"
+            else f"{'':11s} {'':6s} {'':10s}"
         )
         print(
-            f"{v.name:14s} {train_wall:8.2f} {train_cpu:8.2f} {eval_wall:7.2f} {eval_cpu:8.2f} {vs_naive} "
-            f"{train_wall / REFERENCE_TRAIN_S:9.2f} {eval_wall / REFERENCE_EVAL_S:8.2f} {rate:8.1f}"
+            f"{v.name:15s} {train_wall:8.2f} {train_cpu:8.2f} {eval_wall:7.2f} {eval_cpu:8.2f} {vs_naive} "
+            f"{rate:8.1f}"
         )
     print(
         f"\nFLOPs per training step (about 3x forward): per_edge {3 * flops['per_edge'] / 1e9:.0f} G, "
         f"shared {3 * flops['shared'] / 1e9:.0f} G (direct convolution; GFLOP/s above = these / train s). "
-        f"Reference: {REFERENCE_TRAIN_S} s train, {REFERENCE_EVAL_S} s eval (per_edge, same machine kind)."
+        f"train/naive (cpu): the ratio of process CPU times, steadier than wall time on a shared machine "
+        f"with 1 thread.\n{machine_info()}"
     )
 
 
@@ -238,7 +277,7 @@ def main() -> None:
     print(
         f"MultiViewFlow {args.views} views x {args.channels} x {args.size}^2, batch {args.batch}, "
         f"{len(args.kernel_sizes)} blocks {args.kernel_sizes}, hidden {args.hidden}, graph {args.graph}; "
-        f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, amp {args.amp}"
+        f"device {args.device}, {torch.get_num_threads()} threads, amp {args.amp}\n{machine_info()}"
     )
     machine_rates(args.device)
     if not args.skip_check and not check_equivalence(args):
@@ -255,12 +294,16 @@ def main() -> None:
             v.eval_forward(x, args.amp)
             v.evaluate.append(_timed(lambda v=v: v.eval_forward(x, args.amp), args.device))
             print(
-                f"  rep {rep + 1}/{args.reps} {v.name:14s} train "
-                f"{' '.join(f'{t[0]:6.2f}' for t in v.train[-args.steps :])} s "
-                f"eval {v.evaluate[-1][0]:6.2f} s",
+                f"  rep {rep + 1}/{args.reps} {v.name:15s} train "
+                f"{' '.join(f'{t[0]:6.2f} ({t[1]:.2f} cpu)' for t in v.train[-args.steps :])} s "
+                f"eval {v.evaluate[-1][0]:6.2f} ({v.evaluate[-1][1]:.2f} cpu) s",
                 flush=True,
             )
     report(args, variants)
+    chooser = conv_choice.default_chooser()
+    for key, choice in chooser.choices.items():
+        timings = ", ".join(f"{name} {t * 1e3:.1f} ms" for name, t in chooser.timings.get(key, {}).items())
+        print(f"conv_algorithm=auto: {key} -> {choice} ({timings})")
 
 
 if __name__ == "__main__":

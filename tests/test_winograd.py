@@ -85,15 +85,6 @@ def test_chunking_over_positions_gives_the_same_result(monkeypatch):
     torch.testing.assert_close(winograd.winograd_conv2d(x, weight, bias), whole, atol=1e-12, rtol=0)
 
 
-def test_pays_off_only_for_wide_float_cpu_convolutions():
-    wide = torch.zeros(256, 128, 3, 3)
-    assert winograd.pays_off(torch.zeros(1, 128, 8, 8), wide)
-    assert not winograd.pays_off(torch.zeros(1, 128, 8, 8, dtype=torch.float16), wide.half())
-    assert not winograd.pays_off(torch.zeros(1, 128, 8, 8), torch.zeros(64, 128, 3, 3))
-    assert not winograd.pays_off(torch.zeros(1, 128, 8, 8), torch.zeros(256, 128, 7, 7))
-    assert not winograd.pays_off(torch.zeros(1, 4 * 128, 8, 8), torch.zeros(4 * 64, 128, 3, 3))  # per group
-
-
 def _flow(graph, mode, algorithm, dtype=torch.float64, channels=6):
     return make_flow(graph, mode, dtype, channels, kernel_sizes=(3, 5), conv_algorithm=algorithm)
 
@@ -137,18 +128,15 @@ def test_winograd_flow_gradients_match_direct(mode):
         torch.testing.assert_close(grad, grads[1][name], atol=1e-10, rtol=1e-8, msg=name)
 
 
-def test_auto_uses_winograd_for_wide_cpu_convolutions_only(monkeypatch):
+def test_forced_winograd_falls_back_to_direct_where_unsupported(monkeypatch):
     calls = []
     real = winograd.winograd_conv2d
     monkeypatch.setattr(winograd, "winograd_conv2d", lambda *a: calls.append(a[1].shape) or real(*a))
-    u = torch.randn(1, 4, 4, V, 40)
-    narrow = CrossViewSubnet(40, 40, view_graph("top_ring", V), 3, hidden=8)
-    narrow(u)
+    u = torch.randn(1, 6, 6, V, 4)
+    CrossViewSubnet(4, 4, view_graph("top_ring", V), 7, hidden=8, conv_algorithm="winograd")(u)
     assert calls == []
-    wide = CrossViewSubnet(40, 40, view_graph("top_ring", V), 3, hidden=64)
-    s, t = wide(u)
-    assert calls == [(V * 80, V * 64, 3, 3)]  # the dense message conv; the per-view first conv is narrow
-    assert s.shape == t.shape == (1, 4, 4, V, 40)
+    CrossViewSubnet(4, 4, view_graph("top_ring", V), 3, hidden=8, conv_algorithm="winograd")(u)
+    assert calls == [(V * 8, 4, 3, 3), (V * 8, V * 8, 3, 3)]
     with pytest.raises(ValueError, match="conv_algorithm"):
         CrossViewSubnet(4, 4, view_graph("ring", V), 3, conv_algorithm="fft")
 

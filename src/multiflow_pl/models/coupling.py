@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from multiflow_pl.models.fusion import ConvAlgorithm, CrossViewSubnet, MessageWeights
+from multiflow_pl.models.fusion import ConvAlgorithm, ConvDtype, CrossViewSubnet, MessageWeights
 
 
 def soft_clamp(s: torch.Tensor, clamp: float) -> torch.Tensor:
@@ -62,6 +62,7 @@ class AffineCoupling(nn.Module):
         noise_channels: int = 1,
         message_weights: MessageWeights = "per_edge",
         conv_algorithm: ConvAlgorithm = "auto",
+        conv_dtype: ConvDtype = None,
     ) -> None:
         super().__init__()
         if channels < 2:
@@ -75,6 +76,7 @@ class AffineCoupling(nn.Module):
             noise_channels=noise_channels,
             message_weights=message_weights,
             conv_algorithm=conv_algorithm,
+            conv_dtype=conv_dtype,
         )
         self.subnet_a = CrossViewSubnet(channels - self.split, self.split, **common)
         self.subnet_b = CrossViewSubnet(self.split, channels - self.split, **common)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from multiflow_pl.models.coupling import AffineCoupling, ViewPermutation
-from multiflow_pl.models.fusion import ConvAlgorithm, MessageWeights
+from multiflow_pl.models.fusion import ConvAlgorithm, ConvDtype, MessageWeights
 from multiflow_pl.models.graph import check_adjacency, view_graph
 
 
@@ -44,9 +44,13 @@ class MultiViewFlow(nn.Module):
         clamp: soft-clamp bound of the log-scales.
         noise_channels: channels of the noise-conditioning input (0 disables it).
         message_weights: ``"per_edge"`` (own message conv per directed edge, the paper) or ``"shared"``.
-        conv_algorithm: ``"auto"`` (Winograd convolutions where they pay off: wide convolutions on CPU, see
-            :mod:`multiflow_pl.models.winograd`), ``"winograd"`` (every 3x3/5x5 convolution) or ``"direct"``
-            (always the library's convolution); the same function up to rounding.
+        conv_algorithm: ``"auto"`` (per convolution, the faster of the library's and a Winograd convolution,
+            timed on this machine at first use, see :mod:`multiflow_pl.models.conv_choice`), ``"winograd"``
+            (every 3x3/5x5 convolution in float32/64) or ``"direct"`` (always the library's convolution);
+            the same function up to rounding.
+        conv_dtype: None (subnetwork convolutions in the features' dtype) or ``"bfloat16"`` (float32
+            features only: the convolutions round their inputs and weights to bfloat16; the coupling
+            arithmetic and log-determinant stay float32).
         seed: seeds the channel permutations (parameters use the global generator).
     """
 
@@ -63,6 +67,7 @@ class MultiViewFlow(nn.Module):
         message_weights: MessageWeights = "per_edge",
         seed: int = 0,
         conv_algorithm: ConvAlgorithm = "auto",
+        conv_dtype: ConvDtype = None,
     ) -> None:
         super().__init__()
         if len(kernel_sizes) != n_blocks:
@@ -78,7 +83,15 @@ class MultiViewFlow(nn.Module):
         )
         self.couplings = nn.ModuleList(
             AffineCoupling(
-                channels, adjacency, k, hidden, clamp, noise_channels, message_weights, conv_algorithm
+                channels,
+                adjacency,
+                k,
+                hidden,
+                clamp,
+                noise_channels,
+                message_weights,
+                conv_algorithm,
+                conv_dtype,
             )
             for k in kernel_sizes
         )

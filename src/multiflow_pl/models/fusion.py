@@ -15,8 +15,11 @@ all edges (``"shared"``). The self conv, the messages, the gammas and the 1/deg 
 convolution: per edge, the input of view i is [h_i, h_{n_1}, ..., h_{n_D}] with weight
 gamma_i [W_i, W_{n_1->i}/deg_i, ...]; shared, the input is [h_i, mean_j h_j] with weight gamma_i [W_i, M].
 
-Wide convolutions run as Winograd convolutions on CPU (``conv_algorithm="auto"``, see
-:mod:`multiflow_pl.models.winograd`): the same function with 4-6x fewer multiplications.
+Each convolution runs by the algorithm measured fastest on the running machine (``conv_algorithm="auto"``,
+see :mod:`multiflow_pl.models.conv_choice`): the library's or a Winograd convolution
+(:mod:`multiflow_pl.models.winograd`), the same function up to rounding. ``conv_dtype="bfloat16"`` runs the
+convolutions in bfloat16 (fast on CPUs with AMX or AVX-512 bf16, and on GPUs) while everything else, the
+coupling arithmetic and log-determinant included, stays in the input's dtype.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multiflow_pl.models import winograd
+from multiflow_pl.models import conv_choice
 
 MessageWeights = Literal["per_edge", "shared"]
 ConvAlgorithm = Literal["auto", "winograd", "direct"]
+ConvDtype = Literal["bfloat16"] | None
+CONV_DTYPES = {"bfloat16": torch.bfloat16}
 
 
 def _uniform_init(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
@@ -79,9 +84,13 @@ class CrossViewSubnet(nn.Module):
         hidden: hidden channels per view.
         noise_channels: extra input channels for the noise-conditioning map.
         message_weights: ``"per_edge"`` or ``"shared"``.
-        conv_algorithm: ``"auto"``: Winograd convolution where it pays off (wide 3x3 and 5x5 convolutions
-            on CPU in float32/64), the library's convolution elsewhere (GPU, half precision, narrow);
-            ``"winograd"``: Winograd for every 3x3 and 5x5 kernel; ``"direct"``: always the library's.
+        conv_algorithm: ``"auto"``: for each convolution the faster of the library's and the Winograd
+            convolution, timed on this machine at first use (:mod:`multiflow_pl.models.conv_choice`);
+            ``"winograd"``: Winograd for every 3x3 and 5x5 kernel in float32/64; ``"direct"``: always the
+            library's.
+        conv_dtype: None (convolutions in the input's dtype) or ``"bfloat16"``: convolution inputs, weights
+            and biases are rounded to bfloat16 and the outputs returned in the input's dtype (float32
+            inputs only; float64, as in the exactness checks, is left alone).
     """
 
     def __init__(
@@ -94,6 +103,7 @@ class CrossViewSubnet(nn.Module):
         noise_channels: int = 1,
         message_weights: MessageWeights = "per_edge",
         conv_algorithm: ConvAlgorithm = "auto",
+        conv_dtype: ConvDtype = None,
     ) -> None:
         super().__init__()
         if message_weights not in ("per_edge", "shared"):
@@ -102,12 +112,15 @@ class CrossViewSubnet(nn.Module):
             raise ValueError(
                 f"conv_algorithm must be 'auto', 'winograd' or 'direct', got {conv_algorithm!r}."
             )
+        if conv_dtype is not None and conv_dtype not in CONV_DTYPES:
+            raise ValueError(f"conv_dtype must be null or 'bfloat16', got {conv_dtype!r}.")
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd to keep the map size, got {kernel_size}.")
         n_views = adjacency.shape[0]
         self.n_views, self.in_channels, self.out_channels = n_views, in_channels, out_channels
         self.kernel_size, self.hidden, self.noise_channels = kernel_size, hidden, noise_channels
         self.message_weights, self.conv_algorithm = message_weights, conv_algorithm
+        self.conv_dtype = conv_dtype
         k, c_out = kernel_size, 2 * out_channels
         c_in = in_channels + noise_channels
 
@@ -143,20 +156,23 @@ class CrossViewSubnet(nn.Module):
         """Replicate-padded 'same' convolution of pixel-major ``[B, h, w, Cin]`` -> ``[B, h, w, Cout]``.
 
         The convolution sees a channels-last image (a view), so no layout conversion is needed; the
-        algorithm is the chosen one (see ``conv_algorithm``).
+        algorithm and precision are the chosen ones (see ``conv_algorithm`` and ``conv_dtype``).
         """
+        dtype = pixels.dtype
+        if self.conv_dtype is not None and dtype == torch.float32:
+            conv_dtype = CONV_DTYPES[self.conv_dtype]
+            pixels, weight, bias = pixels.to(conv_dtype), weight.to(conv_dtype), bias.to(conv_dtype)
         image = pixels.permute(0, 3, 1, 2)
         p = self.kernel_size // 2
         if p:
             image = F.pad(image, (p, p, p, p), mode="replicate")
         if self.conv_algorithm == "auto":
-            use_winograd = winograd.pays_off(image, weight)
+            algorithm = conv_choice.default_chooser().choose(image, weight, bias, groups)
+        elif self.conv_algorithm == "winograd" and "winograd" in conv_choice.candidates(image, weight):
+            algorithm = "winograd"
         else:
-            use_winograd = self.conv_algorithm == "winograd" and winograd.supports(weight)
-        if use_winograd:
-            out = winograd.winograd_conv2d(image, weight, bias, groups)
-        else:
-            out = F.conv2d(image, weight, bias, groups=groups)
+            algorithm = "direct"
+        out = conv_choice.conv2d(image, weight, bias, groups, algorithm).to(dtype)
         return out.permute(0, 2, 3, 1)
 
     def _per_edge_layer(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
@@ -225,5 +241,5 @@ class CrossViewSubnet(nn.Module):
         return (
             f"in={self.in_channels}, out={self.out_channels}, views={self.n_views}, edges={self.n_edges}, "
             f"k={self.kernel_size}, hidden={self.hidden}, noise={self.noise_channels}, "
-            f"messages={self.message_weights}, conv={self.conv_algorithm}"
+            f"messages={self.message_weights}, conv={self.conv_algorithm}, conv_dtype={self.conv_dtype}"
         )

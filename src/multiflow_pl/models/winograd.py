@@ -11,8 +11,9 @@ about the same; through the whole flow that is 1.5x the RMS error of direct conv
 docs/benchmarks.md). Larger tiles (F(4, 5): 6x fewer) are faster but about 3x less accurate.
 
 Only plain differentiable tensor ops are used (unfold, matmul, reshapes), so autograd and double backward
-work. Intended for CPU float32/float64, where it beats oneDNN's direct convolution on the flow's wide
-convolutions; on CUDA cuDNN picks its own algorithms.
+work. Intended for CPU float32/float64, where on some CPUs it beats oneDNN's direct convolution on the flow's
+wide convolutions and on others it does not: ``conv_algorithm="auto"`` times both on the running machine
+(:mod:`multiflow_pl.models.conv_choice`). On CUDA cuDNN picks its own algorithms.
 """
 
 from __future__ import annotations
@@ -30,9 +31,6 @@ _POINTS = tuple(Fraction(p) for p in (0, 1, -1, Fraction(1, 2), -2, Fraction(-1,
 
 # Output tile side m per kernel size r (transform tiles a = m + r - 1 <= 8 keep fp32 errors small).
 TILE_SIZES: dict[int, int] = {3: 4, 5: 2}
-# Below this many (input x output) channels per group the transforms cost more than the saved
-# multiplications (measured on CPU against oneDNN's channels-last convolution: even at 153 x 64 channels).
-MIN_CHANNEL_PRODUCT = 16384
 # Largest transformed-weight or product block computed at once: below glibc's 32 MiB ceiling for reusing
 # freed heap memory instead of mapping fresh pages.
 CHUNK_BYTES = 24 * 2**20
@@ -102,14 +100,6 @@ def _kron_matrices(
 def supports(weight: torch.Tensor) -> bool:
     """Whether :func:`winograd_conv2d` has a tile size for this (square) kernel."""
     return weight.shape[-1] == weight.shape[-2] and weight.shape[-1] in TILE_SIZES
-
-
-def pays_off(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether Winograd should beat the library's convolution of ``x`` by ``weight``: a supported kernel,
-    a float32/64 CPU input and enough channels per group for the GEMMs to outweigh the transforms."""
-    groups = x.shape[1] // weight.shape[1]
-    wide = (weight.shape[0] // groups) * weight.shape[1] >= MIN_CHANNEL_PRODUCT
-    return supports(weight) and wide and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
 
 
 def _position_chunks(positions: int, kernel_numel: int, product_numel: int, element_size: int) -> list[slice]:

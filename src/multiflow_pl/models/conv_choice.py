@@ -1,0 +1,169 @@
+"""Convolution algorithm chosen by measurement on the running machine (``conv_algorithm="auto"``).
+
+Like cuDNN's benchmark mode: the first time a convolution of a given kind is met (input and weight shapes and
+strides, groups, dtype, device, thread count, which inputs need gradients), every candidate algorithm that can
+compute it is timed on copies of its inputs, the fastest is remembered for the process and used from then
+on. Candidates are the library's convolution (``"direct"``) and the project's Winograd convolution
+(:mod:`multiflow_pl.models.winograd`, CPU float32/64, 3x3 and 5x5 kernels); on CUDA and in half precision
+only the library's. With gradients on, a timing is forward + backward (as in a training step); without,
+the forward alone.
+
+Choices can also persist between processes: set ``MULTIFLOW_PL_CONV_CACHE`` to a JSON file. Its entries are
+keyed by the CPU model, the torch build and the thread count, so a file carried to another machine or torch
+version is ignored there (and completed with that machine's own entries).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from multiflow_pl.models import winograd
+
+ConvFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, int], torch.Tensor]
+
+
+def _direct(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int) -> torch.Tensor:
+    return F.conv2d(x, weight, bias, groups=groups)
+
+
+def _winograd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int) -> torch.Tensor:
+    return winograd.winograd_conv2d(x, weight, bias, groups)
+
+
+ALGORITHMS: dict[str, ConvFn] = {"direct": _direct, "winograd": _winograd}
+"""Name -> ``fn(x [N, G*Cin, H, W], weight [G*Cout, Cin, r, r], bias [G*Cout] | None, groups)``, 'valid'
+stride-1 convolution."""
+
+CACHE_ENV = "MULTIFLOW_PL_CONV_CACHE"
+
+
+def conv2d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int, algorithm: str
+) -> torch.Tensor:
+    """'Valid' stride-1 convolution ``x [N, G*Cin, H, W]`` -> ``[N, G*Cout, H-r+1, W-r+1]`` by ``algorithm``
+    (a name of :data:`ALGORITHMS`)."""
+    return ALGORITHMS[algorithm](x, weight, bias, groups)
+
+
+def candidates(x: torch.Tensor, weight: torch.Tensor) -> list[str]:
+    """Algorithms able to compute this convolution: always ``"direct"``; ``"winograd"`` for 3x3 and 5x5
+    kernels on CPU in float32/64."""
+    names = ["direct"]
+    if winograd.supports(weight) and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        names.append("winograd")
+    return names
+
+
+@functools.cache
+def machine_key() -> str:
+    """What a timing depends on besides the convolution: CPU model and the torch build."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu} | torch {torch.__version__} ({torch.version.git_version[:12]})"
+
+
+def conv_key(x: torch.Tensor, weight: torch.Tensor, groups: int) -> str:
+    """One convolution kind: shapes, strides, groups, dtype, device, threads and gradient needs."""
+    grads = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    return (
+        f"x{tuple(x.shape)}s{x.stride()} w{tuple(weight.shape)} g{groups} {x.dtype} {x.device} "
+        f"t{torch.get_num_threads()} grad{int(grads)}"
+    )
+
+
+class ConvChooser:
+    """Times the candidate algorithms of each new convolution kind and remembers the fastest.
+
+    Args:
+        clock: seconds, as ``time.perf_counter`` (tests pass a fake one).
+        rounds: timed rounds per candidate after one untimed warm-up; candidates alternate within a round
+            and the median decides.
+        cache_file: JSON file to read and extend with choices (None: this process only).
+    """
+
+    def __init__(
+        self, clock: Callable[[], float] = time.perf_counter, rounds: int = 3, cache_file: Path | None = None
+    ) -> None:
+        self.clock, self.rounds, self.cache_file = clock, rounds, cache_file
+        self.choices: dict[str, str] = {}
+        self.timings: dict[str, dict[str, float]] = {}
+        if cache_file is not None and cache_file.exists():
+            self.choices.update(json.loads(cache_file.read_text()).get(machine_key(), {}))
+
+    def choose(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int) -> str:
+        """The algorithm for convolving ``x [N, G*Cin, H, W]`` by ``weight [G*Cout, Cin, r, r]``, timing
+        the candidates on first use of this kind (see :func:`conv_key`)."""
+        names = candidates(x, weight)
+        if len(names) == 1:
+            return names[0]
+        key = conv_key(x, weight, groups)
+        if key not in self.choices:
+            self.timings[key] = self._measure(names, x, weight, bias, groups)
+            self.choices[key] = min(names, key=self.timings[key].__getitem__)
+            self._save()
+        return self.choices[key]
+
+    def _measure(
+        self, names: list[str], x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int
+    ) -> dict[str, float]:
+        """Median seconds per candidate on detached copies of the inputs (forward, + backward if needed)."""
+        grads = torch.is_grad_enabled()
+        x, weight, bias = (
+            None if t is None else t.detach().requires_grad_(grads and t.requires_grad)
+            for t in (x, weight, bias)
+        )
+        needs_grad = [t for t in (x, weight, bias) if t is not None and t.requires_grad]
+        grad_out = None
+
+        def run(name: str) -> None:
+            nonlocal grad_out
+            out = conv2d(x, weight, bias, groups, name)
+            if needs_grad:
+                grad_out = torch.ones_like(out) if grad_out is None else grad_out
+                torch.autograd.grad(out, needs_grad, grad_out)
+            if out.is_cuda:
+                torch.cuda.synchronize(out.device)
+
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for round_ in range(self.rounds + 1):
+            for name in names:
+                start = self.clock()
+                run(name)
+                if round_:  # round 0 warms up
+                    times[name].append(self.clock() - start)
+        return {name: statistics.median(t) for name, t in times.items()}
+
+    def _save(self) -> None:
+        """Merge this process's choices into the cache file (atomic replace)."""
+        if self.cache_file is None:
+            return
+        stored = json.loads(self.cache_file.read_text()) if self.cache_file.exists() else {}
+        stored[machine_key()] = {**stored.get(machine_key(), {}), **self.choices}
+        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=self.cache_file.parent, delete=False, suffix=".tmp") as f:
+            json.dump(stored, f, indent=1, sort_keys=True)
+        os.replace(f.name, self.cache_file)
+
+
+@functools.cache
+def default_chooser() -> ConvChooser:
+    """The process's chooser (cache file from ``$MULTIFLOW_PL_CONV_CACHE`` if set)."""
+    path = os.environ.get(CACHE_ENV)
+    return ConvChooser(cache_file=Path(path) if path else None)

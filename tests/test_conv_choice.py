@@ -1,0 +1,154 @@
+"""conv_algorithm="auto": the choice by measurement, with a fake clock (no real timings are asserted)."""
+
+import json
+
+import pytest
+import torch
+from conftest import make_flow, naive_flow
+
+from multiflow_pl.models import conv_choice
+from multiflow_pl.models.flow import noise_condition
+
+
+class FakeClock:
+    """A clock that moves only when a fake algorithm runs; each run adds that algorithm's next cost."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch, self.now, self.calls = monkeypatch, 0.0, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def install(self, **costs: list[float]) -> "FakeClock":
+        """Wrap the named algorithms: a run computes as before and costs ``costs[name]`` in turn (cycled)."""
+        for name, cost in costs.items():
+            self.monkeypatch.setitem(conv_choice.ALGORITHMS, name, self._timed(name, cost))
+        return self
+
+    def _timed(self, name, costs):
+        real = conv_choice.ALGORITHMS[name]
+
+        def run(*args):
+            self.calls.append(name)
+            self.now += costs[(self.calls.count(name) - 1) % len(costs)]
+            return real(*args)
+
+        return run
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    return FakeClock(monkeypatch)
+
+
+def _conv(k=3, channels=4, dtype=torch.float32, requires_grad=True, size=6):
+    x = torch.randn(1, channels, size, size, dtype=dtype, requires_grad=requires_grad)
+    return x, torch.randn(channels, channels, k, k, dtype=dtype, requires_grad=requires_grad), None, 1
+
+
+@pytest.mark.parametrize(("direct", "winograd", "expected"), [(1.0, 2.0, "direct"), (2.0, 1.0, "winograd")])
+def test_picks_the_faster_candidate(clock, direct, winograd, expected):
+    clock.install(direct=[direct], winograd=[winograd])
+    chooser = conv_choice.ConvChooser(clock=clock, rounds=3)
+    assert chooser.choose(*_conv()) == expected
+    # one warm-up and three timed rounds, the candidates alternating
+    assert clock.calls == ["direct", "winograd"] * 4
+    assert chooser.timings[next(iter(chooser.timings))] == {"direct": direct, "winograd": winograd}
+
+
+def test_median_ignores_one_slow_round(clock):
+    clock.install(direct=[9.0, 2.0, 2.0, 2.0], winograd=[9.0, 1.0, 30.0, 1.0])  # first cost: warm-up
+    assert conv_choice.ConvChooser(clock=clock, rounds=3).choose(*_conv()) == "winograd"
+
+
+def test_choice_is_cached_per_kind(clock, monkeypatch):
+    clock.install(direct=[1.0], winograd=[2.0])
+    chooser = conv_choice.ConvChooser(clock=clock, rounds=1)
+    x, weight, bias, groups = _conv()
+    chooser.choose(x, weight, bias, groups)
+    n_calls = len(clock.calls)
+    chooser.choose(torch.randn_like(x).requires_grad_(), weight, bias, groups)  # same kind: no timing
+    assert len(clock.calls) == n_calls
+    kinds = [
+        _conv(size=7),  # shape
+        _conv(dtype=torch.float64),  # dtype
+        _conv(requires_grad=False),  # no gradients: forward only
+    ]
+    for conv in kinds:
+        chooser.choose(*conv)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 97)  # threads
+    chooser.choose(x, weight, bias, groups)
+    assert len(chooser.choices) == 5 and len(clock.calls) == 5 * n_calls
+
+
+def test_times_forward_and_backward_when_gradients_are_needed(clock, monkeypatch):
+    clock.install(direct=[1.0], winograd=[1.0])
+    backward = []
+    real_grad = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: backward.append(1) or real_grad(*a, **k))
+    chooser = conv_choice.ConvChooser(clock=clock, rounds=1)
+    chooser.choose(*_conv())
+    assert len(backward) == 4  # 2 candidates x (warm-up + 1 round)
+    with torch.no_grad():
+        chooser.choose(*_conv())
+    with torch.inference_mode():
+        chooser.choose(*_conv(size=5))
+    assert len(backward) == 4
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        _conv(k=7),  # no Winograd tile size
+        _conv(dtype=torch.bfloat16),  # half precision
+        (torch.randn(1, 4, 6, 6), torch.randn(4, 2, 3, 1), None, 2),  # not square
+    ],
+)
+def test_a_single_candidate_is_not_timed(clock, conv):
+    clock.install(direct=[1.0], winograd=[1.0])
+    chooser = conv_choice.ConvChooser(clock=clock)
+    assert chooser.choose(*conv) == "direct"
+    assert clock.calls == [] and chooser.choices == {}
+
+
+def test_cache_file_keeps_choices_per_machine(clock, tmp_path, monkeypatch):
+    clock.install(direct=[2.0], winograd=[1.0])
+    path = tmp_path / "sub" / "conv.json"
+    assert conv_choice.ConvChooser(clock=clock, rounds=1, cache_file=path).choose(*_conv()) == "winograd"
+    stored = json.loads(path.read_text())
+    assert list(stored) == [conv_choice.machine_key()]
+    n_calls = len(clock.calls)
+    again = conv_choice.ConvChooser(clock=clock, rounds=1, cache_file=path)
+    assert again.choose(*_conv()) == "winograd" and len(clock.calls) == n_calls  # read, not timed
+    monkeypatch.setattr(conv_choice, "machine_key", lambda: "another CPU | torch 0")
+    other = conv_choice.ConvChooser(clock=clock, rounds=1, cache_file=path)
+    assert other.choices == {}
+    other.choose(*_conv())
+    assert len(clock.calls) == 2 * n_calls
+    assert set(json.loads(path.read_text())) == {stored_key := next(iter(stored)), "another CPU | torch 0"}
+    assert json.loads(path.read_text())[stored_key] == stored[stored_key]
+
+
+def test_default_chooser_reads_the_environment(tmp_path, monkeypatch):
+    conv_choice.default_chooser.cache_clear()
+    monkeypatch.setenv(conv_choice.CACHE_ENV, str(tmp_path / "c.json"))
+    try:
+        assert conv_choice.default_chooser().cache_file == tmp_path / "c.json"
+    finally:
+        conv_choice.default_chooser.cache_clear()
+
+
+@pytest.mark.parametrize("mode", ["per_edge", "shared"])
+@pytest.mark.parametrize("winner", ["direct", "winograd"])
+def test_auto_flow_matches_naive_whichever_algorithm_wins(clock, monkeypatch, mode, winner):
+    clock.install(direct=[2.0 if winner == "winograd" else 1.0], winograd=[1.5])
+    chooser = conv_choice.ConvChooser(clock, rounds=1)
+    monkeypatch.setattr(conv_choice, "default_chooser", lambda: chooser)
+    flow = make_flow(mode=mode, dtype=torch.float64, kernel_sizes=(3, 5))
+    x, cond = noise_condition(torch.randn(2, 5, 6, 5, 7, dtype=torch.float64))
+    z, logdet = flow(x, cond)
+    assert set(chooser.choices.values()) == {winner}
+    z_naive, logdet_naive = naive_flow.NaiveMultiViewFlow(flow)(x, cond)
+    torch.testing.assert_close(z, z_naive, atol=1e-10, rtol=0)
+    torch.testing.assert_close(logdet, logdet_naive, atol=1e-10, rtol=0)
+    torch.testing.assert_close(flow.inverse(z, cond), x, atol=1e-9, rtol=0)
