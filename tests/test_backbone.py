@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import pytest
 import timm
@@ -132,6 +133,7 @@ def test_damaged_or_missing_package_is_reported(monkeypatch, tmp_path):
     (fake / "__init__.py").write_text("")
     (fake / spec.file).write_bytes(b"not the weights")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, spec.module, raising=False)  # found on sys.path, not the imported one
     with pytest.raises(PackagedWeightsError, match="damaged or another version"):
         weights_path(spec)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
