@@ -158,7 +158,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path, monkeypatch
     first = _file_hashes(generate(tmp_path / "a", seed=1, **SMALL))
     assert first == _file_hashes(generate(tmp_path / "b", seed=1, **SMALL))
     assert first != _file_hashes(generate(tmp_path / "c", seed=2, **SMALL))
-    monkeypatch.setattr(synthetic, "MIN_JOBS_PER_WORKER", 2)  # force the process pool on this small set
+    monkeypatch.setattr(synthetic.writer, "MIN_JOBS_PER_WORKER", 2)  # force the pool on this small set
     assert first == _file_hashes(generate(tmp_path / "d", seed=1, **{**SMALL, "workers": 2}))
 
 
@@ -183,7 +183,7 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(
     def fail(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(synthetic, "render_sample", fail)
+    monkeypatch.setattr(synthetic.writer, "render_sample", fail)
     with pytest.raises(KeyboardInterrupt):
         generate(tmp_path, **SMALL)
     assert list(tmp_path.iterdir()) == []
