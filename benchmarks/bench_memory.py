@@ -89,7 +89,7 @@ def measure(folder: str, args: argparse.Namespace, results: multiprocessing.Queu
 
     from multiflow_pl.data.dataset import CachedFeatureDataset, collate_samples
     from multiflow_pl.evaluation.metrics import AnomalyMetrics
-    from multiflow_pl.evaluation.scores import anomaly_maps, image_scores, mask_background
+    from multiflow_pl.models.anomaly_map import anomaly_maps, image_scores, mask_background
     from multiflow_pl.models.flow import MultiViewFlow, noise_condition
 
     torch.set_num_threads(args.threads)

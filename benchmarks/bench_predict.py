@@ -28,16 +28,15 @@ from torch.utils.data import DataLoader
 
 from multiflow_pl.config import config_dir
 from multiflow_pl.data.dataset import MultiViewImageDataset, collate_samples
-from multiflow_pl.models.export import ScoringModel
-from multiflow_pl.models.module import MultiFlowModule
-from multiflow_pl.pipeline import build_module, load_trained_module
+from multiflow_pl.models.model import MultiFlowModel
+from multiflow_pl.pipeline import build_module, load_trained_model
 
 
-def untrained_module(overrides: list[str]) -> tuple[MultiFlowModule, DictConfig]:
+def untrained_model(overrides: list[str]) -> tuple[MultiFlowModel, DictConfig]:
     """The configured model for 5 views with its initial weights (same architecture, same speed)."""
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=["paths.root_dir=.", "paths.output_dir=.", *overrides])
-    return build_module(cfg, instantiate(cfg.backbone), 5).eval(), cfg
+    return build_module(cfg, instantiate(cfg.backbone), 5).model.eval(), cfg
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
@@ -52,7 +51,7 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]
 
 
 def run(
-    scorer: ScoringModel, dataset: MultiViewImageDataset, batch: int, device: torch.device, threshold
+    scorer: MultiFlowModel, dataset: MultiViewImageDataset, batch: int, device: torch.device, threshold
 ) -> dict:
     """End-to-end wall and CPU time per sample, samples per second, and the CPU time of each stage alone.
 
@@ -107,13 +106,13 @@ def main() -> None:
     device = torch.device(args.device)
     overrides = shlex.split(args.overrides)
     if args.ckpt is not None:
-        module, cfg, _ = load_trained_module(args.ckpt)
+        trained = load_trained_model(args.ckpt)
+        scorer, cfg, threshold = trained.model, trained.config, trained.threshold
     else:
-        module, cfg = untrained_module(overrides)
+        (scorer, cfg), threshold = untrained_model(overrides), None
     samples = data_module(args.root.resolve(), cfg.data.category, overrides).split_samples("test")[
         : args.samples
     ]
-    scorer = ScoringModel(module, cfg.data.foreground, round_features=bool(cfg.data.cache_features))
     scorer = scorer.to(device)
     dataset = MultiViewImageDataset(samples, scorer.input_size, 0, scorer.feature_size)
     print(
@@ -136,7 +135,7 @@ def main() -> None:
     print("|---:|" + "---:|" * len(columns))
     with torch.no_grad():
         for batch in args.batches:
-            r = run(scorer, dataset, batch, device, module.threshold)
+            r = run(scorer, dataset, batch, device, threshold)
             print(f"| {batch} | " + " | ".join(f"{r[c]:.1f}" for c in columns) + " |", flush=True)
 
 

@@ -37,9 +37,8 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from multiflow_pl.config import config_dir
-from multiflow_pl.models.export import ScoringModel
 from multiflow_pl.peers import PEERS, ViewImageDataset, build_peer, evaluate_views
-from multiflow_pl.pipeline import load_trained_module
+from multiflow_pl.pipeline import load_trained_model
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -59,6 +58,7 @@ def data_module(root: Path, category: str, overrides: list[str]):
     return datamodule
 
 
+@torch.inference_mode()
 def samples_per_second(score: Callable[[torch.Tensor], object], size: int, batch: int, repeats: int) -> float:
     """Samples scored per second on random images [batch,5,3,size,size] (after one warm-up call)."""
     images = torch.rand(batch, N_VIEWS, 3, size, size)
@@ -78,8 +78,7 @@ def run_multiflow(root: Path, category: str, graph: str, overrides: list[str], r
     """Train + test Multi-Flow with the project's pipeline; time the trained model's scoring."""
     name = f"{category}-multiflow-{graph}"
     record = run_setting(root, name, [f"data.category={category}", f"model.flow.graph={graph}", *overrides])
-    module, run_cfg, _ = load_trained_module(root / "runs" / name / "checkpoints" / "last.ckpt")
-    scorer = ScoringModel(module, run_cfg.data.foreground, round_features=bool(run_cfg.data.cache_features))
+    scorer = load_trained_model(root / "runs" / name / "checkpoints" / "last.ckpt").model
     speed = throughput(scorer, scorer.input_size, repeats)
     return {**record, **speed, "method": f"Multi-Flow {graph}"}
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TINY_TRAIN, compose_config
+from helpers.runs import TINY_TRAIN, compose_config
 
 from multiflow_pl.train import train
 

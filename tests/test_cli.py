@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_TRAIN, run_cli
+from helpers.runs import TINY_TRAIN, run_cli
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
+from helpers.runs import compose_config
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -84,7 +84,7 @@ def test_config_instantiates(group, name, tiny_data, tmp_path, monkeypatch):
 
     datamodule, module = build_data_and_model(cfg)
     assert datamodule.category == "can" and len(datamodule.index("train")) > 0
-    assert module.flow.n_views == 5 and sum(p.numel() for p in module.flow.parameters()) > 0
+    assert module.model.flow.n_views == 5 and sum(p.numel() for p in module.model.flow.parameters()) > 0
     ddp = cfg.trainer.get("strategy") == "ddp"
     if ddp:
         assert cfg.trainer.num_nodes >= 1 and cfg.trainer.devices != 0 and cfg.trainer.use_distributed_sampler

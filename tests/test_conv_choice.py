@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_flow, naive_flow
+from helpers.flows import make_flow, naive_flow
 
 from multiflow_pl.models import conv_choice
 from multiflow_pl.models.flow import noise_condition

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
+from helpers.runs import compose_config
 from hydra.core.global_hydra import GlobalHydra
 from test_pipeline import TINY_DATA
 

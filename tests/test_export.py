@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import wandb
-from conftest import compose_config
+from helpers.runs import compose_config
 from hydra.core.global_hydra import GlobalHydra
 from test_pipeline import TINY_DATA
 
-from multiflow_pl.evaluation.export import write_csv, write_realiad_predictions
+from multiflow_pl.evaluation.writers import write_csv, write_realiad_predictions
 from multiflow_pl.train import train
 from multiflow_pl.utils.loggers import REDACTED
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import make_flow, naive_flow
+from helpers.flows import make_flow, naive_flow
 from torch.autograd.functional import jacobian
 
 from multiflow_pl.models import conv_choice

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import compose_config, run_cli
+from helpers.runs import compose_config, run_cli
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -18,8 +18,9 @@ from multiflow_pl.data.images import read_image
 from multiflow_pl.data.realiad import load_samples
 from multiflow_pl.export import export
 from multiflow_pl.inference import ExportedScorer
-from multiflow_pl.models.export import OUTPUT_NAMES, ScoringModel, export_model
-from multiflow_pl.pipeline import load_trained_module
+from multiflow_pl.models.model import OUTPUT_NAMES
+from multiflow_pl.models.model_export import export_model
+from multiflow_pl.pipeline import load_trained_model
 
 VIEWS = ["C1", "C2", "C3", "C4", "C5"]
 TOLERANCE = 1e-5
@@ -55,15 +56,17 @@ def test_exported_scores_of_image_files_equal_the_python_scores_on_the_test_spli
 
 def test_every_output_matches_the_python_model_for_any_batch_size(tiny_run, exported):
     _, folder = exported
-    module, run_cfg, _ = load_trained_module(tiny_run.checkpoint)
-    python_model = ScoringModel(module, run_cfg.data.foreground, round_features=True)
+    python_model = load_trained_model(tiny_run.checkpoint).model
+    assert python_model.round_features  # trained on cached (float16) features
     samples = load_samples(tiny_run.data_root, "can", "test", resolution="64")
     dataset = MultiViewImageDataset(samples, 64, 0, python_model.feature_size, foreground="auto")
     images = next(iter(DataLoader(dataset, batch_size=3, collate_fn=collate_samples)))["images"]
     scorer = ExportedScorer(folder)
     for batch in (images, images[:1]):  # exported with 2 samples; other batch sizes work too
         found = scorer(batch)
-        for name, want in zip(OUTPUT_NAMES, python_model(batch), strict=True):
+        with torch.no_grad():
+            wanted = python_model(batch)
+        for name, want in zip(OUTPUT_NAMES, wanted, strict=True):
             assert found[name].shape == want.shape, name
             torch.testing.assert_close(found[name], want, rtol=0, atol=TOLERANCE, msg=name)
 
@@ -87,9 +90,10 @@ def test_helper_resizes_as_the_model_was_trained_not_as_pil_does(tmp_path, write
 def test_unsupported_format_and_foreground_are_refused(tmp_path, tiny_run):
     with pytest.raises(ValueError, match="supported: exported_program, onnx"):
         export(compose_config("export", tmp_path, [f"ckpt_path={tiny_run.checkpoint}", "format=torchscript"]))
-    module, _, _ = load_trained_module(tiny_run.checkpoint)
+    model = load_trained_model(tiny_run.checkpoint).model
+    model.foreground = "folder"
     with pytest.raises(ValueError, match="foreground='folder'"):
-        export_model(ScoringModel(module, "folder"), tmp_path / "model.pt2", "exported_program")
+        export_model(model, tmp_path / "model.pt2", "exported_program")
 
 
 def test_export_and_inference_command_lines(tmp_path, tiny_run):
@@ -106,12 +110,13 @@ def test_export_and_inference_command_lines(tmp_path, tiny_run):
 
 
 def test_winograd_flows_export_with_library_convolutions(tmp_path, tiny_run):
-    module, run_cfg, _ = load_trained_module(tiny_run.checkpoint)
-    for subnet in module.flow.modules():
+    python_model = load_trained_model(tiny_run.checkpoint).model
+    for subnet in python_model.flow.modules():
         if hasattr(subnet, "conv_algorithm"):
             subnet.conv_algorithm = "winograd"  # the CPU default for wide flows; batch-dependent chunks
-    python_model = ScoringModel(module, run_cfg.data.foreground, round_features=True)
     path = export_model(python_model, tmp_path / "model.pt2", "exported_program")
     images = torch.rand(3, 5, 3, 64, 64)
-    for want, found in zip(python_model(images), torch.export.load(path).module()(images), strict=True):
+    with torch.no_grad():
+        wanted = python_model(images)
+    for want, found in zip(wanted, torch.export.load(path).module()(images), strict=True):
         torch.testing.assert_close(found, want, rtol=0, atol=TOLERANCE)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import TINY_TRAIN
+from helpers.runs import TINY_TRAIN
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -19,8 +19,8 @@ TINY_CLI = [
     for o in TINY_TRAIN
     if not o.startswith(("callbacks.progress_bar", "callbacks.predictions", "++trainer.enable_progress_bar"))
 ]
-"""conftest's tiny synthetic run (6 + 6 samples of 64 px, 2 epochs) with the default progress display
-(``auto``) and prediction export."""
+"""The tiny synthetic run (helpers.runs) (6 + 6 samples of 64 px, 2 epochs) with the default progress display
+(``auto``) and prediction pickles."""
 
 
 def launch(module: str, args: list[str], cwd: Path, home: Path | None = None) -> str:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import compose_config
+from helpers.runs import compose_config
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 

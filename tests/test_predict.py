@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
+from helpers.runs import compose_config
 
 from multiflow_pl.errors import user_errors
 from multiflow_pl.evaluate import evaluate

@@ -7,8 +7,8 @@ import logging
 import pytest
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 
+from multiflow_pl.callbacks.progress import LogLineProgress, make_progress_bar
 from multiflow_pl.utils import callbacks, progress
-from multiflow_pl.utils.callbacks import LogLineProgress, make_progress_bar
 
 
 @pytest.mark.parametrize(("interactive", "expected"), [(True, RichProgressBar), (False, LogLineProgress)])

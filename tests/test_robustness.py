@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
+from helpers.runs import compose_config
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -25,9 +25,9 @@ from multiflow_pl.data.errors import DatasetError
 from multiflow_pl.data.features import FeatureCache
 from multiflow_pl.data.sample import MultiViewSample, ViewRecord
 from multiflow_pl.errors import user_errors
+from multiflow_pl.lightning_module import MultiFlowModule
 from multiflow_pl.models.backbone import FeatureExtractor
 from multiflow_pl.models.checkpoint import CheckpointError, load_module_state
-from multiflow_pl.models.module import MultiFlowModule
 from multiflow_pl.models.threshold import CHECKPOINT_KEY
 from multiflow_pl.pipeline import build_module, load_trained_module
 from multiflow_pl.predict import predict
@@ -122,12 +122,12 @@ def test_other_sizes_channel_counts_and_grayscale_are_converted(tmp_path, tiny_r
 
 def test_checkpoint_of_another_view_count_or_flow_size_is_refused(tiny_run):
     module, run_cfg, checkpoint = load_trained_module(tiny_run.checkpoint)
-    three_views = build_module(run_cfg, module.backbone, n_views=3)
+    three_views = build_module(run_cfg, module.model.backbone, n_views=3)
     with pytest.raises(CheckpointError, match=r"does not fit this model configuration.*view count"):
         load_module_state(three_views, checkpoint, tiny_run.checkpoint)
     run_cfg.model.flow.hidden = 16
     wider = build_module(run_cfg, instantiate(run_cfg.backbone), n_views=5)
-    with pytest.raises(CheckpointError, match=r"shape mismatches \(e.g. flow\."):
+    with pytest.raises(CheckpointError, match=r"shape mismatches \(e.g. model\.flow\."):
         load_module_state(wider, checkpoint, tiny_run.checkpoint)
 
 
@@ -182,9 +182,9 @@ def test_stale_cache_entry_with_another_shape_is_rebuilt(tmp_path, write_image):
 
 def test_nan_features_stop_training_naming_the_samples(tiny_run, capsys):
     module, _, _ = load_trained_module(tiny_run.checkpoint)
-    features = torch.zeros(2, 5, module.flow.channels, *module.backbone.feature_size)
+    features = torch.zeros(2, 5, module.model.flow.channels, *module.model.backbone.feature_size)
     features[1, 2, 0, 3, 3] = math.nan
-    batch = {"features": features, "foreground": torch.ones(2, 5, *module.backbone.feature_size)}
+    batch = {"features": features, "foreground": torch.ones(2, 5, *module.model.backbone.feature_size)}
     batch["key"] = ["part_ok", "part_nan"]
     with pytest.raises(FloatingPointError, match=r"Non-finite training loss .*'part_ok', 'part_nan'"):
         module.training_step(batch, 0)

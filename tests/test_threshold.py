@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from multiflow_pl.callbacks.threshold import ThresholdFitting
 from multiflow_pl.data.datamodule import held_out
 from multiflow_pl.data.sample import MultiViewSample, ViewRecord
 from multiflow_pl.models.threshold import (
@@ -105,14 +106,14 @@ def test_held_out_split_is_stratified_deterministic_and_stable():
 
 def test_checkpoint_holds_the_threshold_of_its_own_weights(tiny_run):
     module, run_cfg, checkpoint = load_trained_module(tiny_run.checkpoint)
-    stored = module.threshold
+    stored = threshold_from_checkpoint(checkpoint)
     assert stored is not None and stored.method == "quantile" and stored.n_normal == 1
     assert checkpoint["epoch"] == run_cfg.trainer.max_epochs - 1  # saved after the last fit
     datamodule, _ = build_data_and_model(run_cfg)
     datamodule.setup("fit")
     batch = next(iter(datamodule.val_dataloader()))
     assert set(batch["key"]).isdisjoint(s.key for s in datamodule.datasets["train"].samples)
-    scores = module.score_batch(batch)["sample_max"]
+    scores = module.score_batch(batch).sample_max
     assert fit_threshold(scores, batch["label"], stored.quantile) == stored
 
 
@@ -120,11 +121,16 @@ def test_labelled_validation_split_gives_an_f1_threshold(tiny_run):
     module, run_cfg, _ = load_trained_module(tiny_run.checkpoint)
     run_cfg.data.val_from_test = 0.34  # one normal and one anomalous test sample move to validation
     datamodule, _ = build_data_and_model(run_cfg)
+    fitting = ThresholdFitting()
     trainer = L.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        callbacks=[fitting],
     )
     trainer.validate(module, datamodule=datamodule, verbose=False)
-    threshold = module.threshold
+    threshold = fitting.threshold
     assert threshold.method == "f1" and (threshold.n_normal, threshold.n_anomalous) == (2, 1)
     assert 0 < threshold.f1 <= 1 and threshold.quantile is None
     validation = {s.key for s in datamodule.split_samples("val")}

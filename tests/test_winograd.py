@@ -3,7 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_config, make_flow, naive_flow
+from helpers.flows import make_flow, naive_flow
+from helpers.runs import compose_config
 from hydra.utils import instantiate
 from torch.autograd.functional import jacobian
 

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from multiflow_pl.cli import entry_point
 from multiflow_pl.config import config_dir
 from multiflow_pl.models.checkpoint import backbone_config, load_checkpoint_config, load_module_state
-from multiflow_pl.pipeline import build_data_and_model, build_trainer, read_checkpoint, test_and_export
+from multiflow_pl.pipeline import build_data_and_model, build_trainer, evaluate_on_test_set, read_checkpoint
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -34,7 +34,7 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule, module = build_data_and_model(run_cfg)
     load_module_state(module, checkpoint, cfg.ckpt_path)
     trainer = build_trainer(run_cfg)
-    return test_and_export(trainer, module, datamodule, Path(cfg.paths.output_dir), run_cfg.get("seed"))
+    return evaluate_on_test_set(trainer, module, datamodule, Path(cfg.paths.output_dir), run_cfg.get("seed"))
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")

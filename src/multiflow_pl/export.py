@@ -20,10 +20,11 @@ from omegaconf import DictConfig
 from multiflow_pl.cli import entry_point
 from multiflow_pl.config import config_dir
 from multiflow_pl.data.datamodule import flips_for
-from multiflow_pl.evaluation.export import write_atomic
-from multiflow_pl.models.export import FORMATS, OUTPUT_NAMES, ScoringModel, export_model, load_exported
+from multiflow_pl.models.model import OUTPUT_NAMES
+from multiflow_pl.models.model_export import FORMATS, export_model, load_exported
 from multiflow_pl.models.threshold import NORMALISATION
-from multiflow_pl.pipeline import load_trained_module
+from multiflow_pl.pipeline import load_trained_model
+from multiflow_pl.utils.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,8 @@ def export(cfg: DictConfig) -> dict:
     """Export ``cfg.ckpt_path`` into ``cfg.paths.output_dir``; returns the metadata written to export.json."""
     if cfg.format not in FORMATS:
         raise ValueError(f"format={cfg.format!r}; supported: {', '.join(FORMATS)}.")
-    module, run_cfg, _ = load_trained_module(cfg.ckpt_path)
-    model = ScoringModel(module, run_cfg.data.foreground, round_features=bool(run_cfg.data.cache_features))
+    trained = load_trained_model(cfg.ckpt_path)
+    model, run_cfg, threshold = trained.model, trained.config, trained.threshold
     out_dir, size = Path(cfg.paths.output_dir), model.input_size
     path = export_model(model, out_dir / FORMATS[cfg.format], cfg.format, cfg.example_batch)
 
@@ -41,14 +42,14 @@ def export(cfg: DictConfig) -> dict:
     images = torch.rand(
         cfg.example_batch, model.n_views, 3, model.input_size, model.input_size, generator=generator
     )
-    expected, exported = model(images), load_exported(path)(images)
+    with torch.no_grad():
+        expected, exported = model(images), load_exported(path)(images)
     difference = max(float((a - b).abs().max()) for a, b in zip(expected, exported, strict=True))
-    threshold = module.threshold
     metadata = {
         "format": cfg.format,
         "file": path.name,
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
-        "views": list(run_cfg.get("view_names") or []) or module.n_views,
+        "views": list(run_cfg.get("view_names") or []) or model.n_views,
         "input_size": size,
         "input": f"images [B, {model.n_views}, 3, {size}, {size}] float RGB in [0, 1], resized from the "
         "camera images (bilinear, antialiased), views in the order above, flip_views flipped horizontally; "

@@ -30,7 +30,8 @@ import torch
 from multiflow_pl.data.images import read_image
 from multiflow_pl.data.inputs import find_samples
 from multiflow_pl.data.sample import MultiViewSample
-from multiflow_pl.models.export import OUTPUT_NAMES, load_exported
+from multiflow_pl.models.model import OUTPUT_NAMES
+from multiflow_pl.models.model_export import load_exported
 from multiflow_pl.models.threshold import Threshold
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -13,8 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from multiflow_pl.data.datamodule import MultiViewDataModule
 from multiflow_pl.data.profile import view_profile
-from multiflow_pl.evaluation.export import write_metrics_json, write_score_tables
-from multiflow_pl.evaluation.metrics import sample_auroc_by_class
+from multiflow_pl.evaluation.writers import write_metrics_json
+from multiflow_pl.lightning_module import MultiFlowModule
 from multiflow_pl.models.backbone import FeatureExtractor
 from multiflow_pl.models.checkpoint import (
     CheckpointError,
@@ -22,8 +23,8 @@ from multiflow_pl.models.checkpoint import (
     load_checkpoint_config,
     load_module_state,
 )
-from multiflow_pl.models.module import MultiFlowModule
-from multiflow_pl.models.threshold import threshold_from_checkpoint
+from multiflow_pl.models.model import MultiFlowModel
+from multiflow_pl.models.threshold import Threshold, threshold_from_checkpoint
 from multiflow_pl.utils.loggers import public_config
 
 log = logging.getLogger(__name__)
@@ -40,40 +41,61 @@ def build_data_and_model(cfg: DictConfig) -> tuple[MultiViewDataModule, MultiFlo
     datamodule: MultiViewDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
     train_samples = datamodule.index("train")
-    view_names = train_samples[0].view_names
     backbone = instantiate(cfg.backbone)
     datamodule.feature_extractor = backbone
-    module = build_module(cfg, backbone, len(view_names))
-    module.run_config["view_names"] = list(view_names)
-    module.run_config["view_profile"] = view_profile(train_samples)  # predict flags images unlike these
-    return datamodule, module
+    # evaluate, predict and export rebuild the model from this; predict flags images unlike the profile
+    inputs = {"view_names": list(train_samples[0].view_names), "view_profile": view_profile(train_samples)}
+    return datamodule, build_module(cfg, backbone, len(inputs["view_names"]), inputs)
 
 
-def build_module(cfg: DictConfig, backbone: FeatureExtractor, n_views: int) -> MultiFlowModule:
-    """The LightningModule for ``n_views`` views, keeping the resolved config (secrets redacted)."""
-    quantile = OmegaConf.select(cfg, "threshold.quantile", default=0.99)
-    storage = OmegaConf.select(cfg, "checkpoint.backbone", default="reference")
-    module: MultiFlowModule = instantiate(
-        cfg.model, backbone=backbone, n_views=n_views, threshold_quantile=quantile, backbone_storage=storage
+def build_module(
+    cfg: DictConfig, backbone: FeatureExtractor, n_views: int, inputs: dict | None = None
+) -> MultiFlowModule:
+    """The LightningModule for ``n_views`` views, keeping the resolved config (secrets redacted) and
+    ``inputs`` (the training views' names and image profile) for its checkpoints."""
+    run_config = public_config(OmegaConf.to_container(cfg, resolve=True))
+    run_config["model"]["n_views"] = n_views
+    run_config.update(inputs or {})
+    return instantiate(
+        cfg.model,
+        backbone=backbone,
+        n_views=n_views,
+        foreground=OmegaConf.select(cfg, "data.foreground", default="none"),
+        round_features=bool(OmegaConf.select(cfg, "data.cache_features", default=False)),
+        backbone_storage=OmegaConf.select(cfg, "checkpoint.backbone", default="reference"),
+        run_config=run_config,
     )
-    module.run_config = public_config(OmegaConf.to_container(cfg, resolve=True))
-    module.run_config["model"]["n_views"] = n_views
-    return module
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A trained model rebuilt from its checkpoint alone.
+
+    Attributes:
+        model: the model in eval mode, set to prepare inputs as in training (foreground, feature rounding).
+        threshold: the OK/NG threshold fitted on validation samples, or None (``data.val_fraction=0``).
+        config: the run configuration stored in the checkpoint.
+    """
+
+    model: MultiFlowModel
+    threshold: Threshold | None
+    config: DictConfig
+
+
+def load_trained_model(ckpt_path: str | Path) -> TrainedModel:
+    """Rebuild a trained model, its threshold and run config from a checkpoint (``weights_only=True``)."""
+    module, run_cfg, checkpoint = load_trained_module(ckpt_path)
+    return TrainedModel(module.model, threshold_from_checkpoint(checkpoint), run_cfg)
 
 
 def load_trained_module(ckpt_path: str | Path) -> tuple[MultiFlowModule, DictConfig, dict]:
-    """Rebuild a trained module from its checkpoint alone (``weights_only=True``), in eval mode.
-
-    Returns the module (with its fitted ``threshold``, or None), the run config stored in the
-    checkpoint and the checkpoint dict.
-    """
+    """The LightningModule of a checkpoint in eval mode, the run config stored in it and the checkpoint."""
     path = Path(ckpt_path).expanduser()
     checkpoint = read_checkpoint(path)
     run_cfg = load_checkpoint_config(checkpoint, path)
     run_cfg.backbone = backbone_config(run_cfg, checkpoint)
     module = build_module(run_cfg, instantiate(run_cfg.backbone), int(run_cfg.model.n_views))
     load_module_state(module, checkpoint, path)
-    module.threshold = threshold_from_checkpoint(checkpoint)
     return module.eval(), run_cfg, checkpoint
 
 
@@ -101,20 +123,19 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 
 
-def test_and_export(
+def evaluate_on_test_set(
     trainer: L.Trainer,
     module: MultiFlowModule,
     datamodule: MultiViewDataModule,
     run_dir: Path,
     seed: int | None,
 ) -> dict:
-    """Run the test loop and write metrics.json and the score tables into ``run_dir``."""
+    """Run the test loop (the callbacks write score tables, predictions and plots) and write
+    ``run_dir/metrics.json``; returns its record."""
     trainer.test(module, datamodule=datamodule, verbose=False)
     if not trainer.is_global_zero:
         return module.test_results
-    results = {**module.test_results, **sample_auroc_by_class(module.view_records)}
-    record = write_metrics_json(run_dir / "metrics.json", results, datamodule.category, seed)
-    write_score_tables(run_dir, module.view_records)
+    record = write_metrics_json(run_dir / "metrics.json", module.test_results, datamodule.category, seed)
     print_results(record)
     return record
 

@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -38,11 +34,12 @@ from multiflow_pl.data.dataset import MultiViewImageDataset, collate_samples
 from multiflow_pl.data.errors import DatasetError, summarize
 from multiflow_pl.data.inputs import FoundSamples, find_samples
 from multiflow_pl.data.profile import FLAG_KINDS, InputFlag, format_flags, input_flags
-from multiflow_pl.evaluation.export import write_csv
 from multiflow_pl.evaluation.plots import plot_sample_sheet
-from multiflow_pl.models.export import ScoringModel
+from multiflow_pl.evaluation.writers import write_csv
+from multiflow_pl.models.model import MultiFlowModel
 from multiflow_pl.models.threshold import NORMALISATION, Threshold
-from multiflow_pl.pipeline import load_trained_module
+from multiflow_pl.pipeline import load_trained_model
+from multiflow_pl.utils.atomic import staged_folder
 from multiflow_pl.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -57,7 +54,8 @@ def predict(cfg: DictConfig) -> dict:
 
     Returns the summary (also written as summary.json).
     """
-    module, run_cfg, _ = load_trained_module(cfg.ckpt_path)
+    trained = load_trained_model(cfg.ckpt_path)
+    run_cfg, threshold = trained.config, trained.threshold
     data = run_cfg.data
     view_names = list(run_cfg.view_names) if run_cfg.get("view_names") else None
     found = find_samples(
@@ -69,13 +67,12 @@ def predict(cfg: DictConfig) -> dict:
         resolution=str(cfg.get("resolution") or data.resolution),
         root=cfg.get("root"),
     )
-    _check_views(found, module.n_views, view_names, cfg.ckpt_path)
+    _check_views(found, trained.model.n_views, view_names, cfg.ckpt_path)
     flags = _input_flags(found, run_cfg.get("view_profile"), bool(cfg.strict))
     auto_device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(auto_device if cfg.device == "auto" else cfg.device)
-    scorer = ScoringModel(module, data.foreground, round_features=bool(data.cache_features)).to(device)
-    loader = _image_loader(found, scorer, data, cfg)
-    threshold = module.threshold
+    model = trained.model.to(device)
+    loader = _image_loader(found, model, data, cfg)
     if threshold is None:
         log.warning(NO_THRESHOLD)
     elif threshold.few_samples_warning():
@@ -83,13 +80,13 @@ def predict(cfg: DictConfig) -> dict:
     names = list(found.samples[0].view_names)
     rows: list[dict] = []
     run_dir = Path(cfg.paths.output_dir)
-    with staged_outputs(run_dir) as stage:
+    with staged_folder(run_dir, last="summary.json") as stage, torch.inference_mode():
         n_heatmaps = len(found.samples) if cfg.get("max_heatmaps") is None else cfg.max_heatmaps
         batches = progress(loader, len(loader), f"Scoring {len(found.samples)} samples", cfg.progress)
         for batch in batches:
             images = batch["images"].to(device)
             foreground = batch["foreground"].to(device) if data.foreground == "folder" else None
-            image, sample_max, sample_mean, maps = (t.cpu() for t in scorer(images, foreground))
+            image, sample_max, sample_mean, maps = (t.cpu() for t in model(images, foreground))
             for i, key in enumerate(batch["key"]):
                 row = _sample_row(key, names, image[i], sample_max[i], sample_mean[i], threshold)
                 row["input_flags"] = format_flags(flags.get(key, []))
@@ -108,16 +105,18 @@ def predict(cfg: DictConfig) -> dict:
     return summary
 
 
-def _image_loader(found: FoundSamples, scorer: ScoringModel, data: DictConfig, cfg: DictConfig) -> DataLoader:
+def _image_loader(
+    found: FoundSamples, model: MultiFlowModel, data: DictConfig, cfg: DictConfig
+) -> DataLoader:
     """Batches of images prepared as in training (size, flips, foreground); masks only for heat maps."""
     has_masks = any(v.mask_path is not None for s in found.samples for v in s.views)
     dataset = MultiViewImageDataset(
         found.samples,
-        image_size=scorer.input_size,
-        mask_size=scorer.input_size if has_masks and cfg.heatmaps else 0,
-        feature_size=scorer.feature_size,
+        image_size=model.input_size,
+        mask_size=model.input_size if has_masks and cfg.heatmaps else 0,
+        feature_size=model.feature_size,
         flip_views=flips_for(data.get("flip_views"), found.samples[0].category),
-        foreground="folder" if data.foreground == "folder" else "none",  # "auto" is made by the scorer
+        foreground="folder" if data.foreground == "folder" else "none",  # "auto" is made by the model
         foreground_dir=data.get("foreground_dir"),
     )
     return DataLoader(
@@ -260,30 +259,6 @@ def _summary(
     if decisions["INVALID"]:
         log.warning("Non-finite scores (flagged INVALID) for samples %s", summary["invalid_samples"])
     return summary
-
-
-@contextmanager
-def staged_outputs(run_dir: Path) -> Iterator[Path]:
-    """A private folder to write outputs into; they replace same-named ones in ``run_dir`` only on success.
-
-    On any error the folder is removed, so ``run_dir`` never holds a partial scores.csv or heat-map set.
-    ``summary.json`` is moved last: when it exists, the other outputs are complete.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    stage = run_dir / f".predict-{os.getpid()}.tmp"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    for item in sorted(stage.iterdir(), key=lambda p: p.name == "summary.json"):
-        target = run_dir / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(item, target)
-    stage.rmdir()
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")

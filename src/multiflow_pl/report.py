@@ -22,7 +22,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from multiflow_pl.evaluation.export import write_atomic, write_csv
+from multiflow_pl.evaluation.writers import write_csv
+from multiflow_pl.utils.atomic import write_atomic
 
 REPORT_METRICS = (
     "sample_auroc",

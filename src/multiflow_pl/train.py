@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from multiflow_pl.cli import entry_point
 from multiflow_pl.config import config_dir
-from multiflow_pl.pipeline import build_data_and_model, build_trainer, test_and_export
+from multiflow_pl.pipeline import build_data_and_model, build_trainer, evaluate_on_test_set
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def train(cfg: DictConfig) -> dict:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     if not cfg.get("test", True):
         return {}
-    return test_and_export(trainer, module, datamodule, Path(cfg.paths.output_dir), cfg.get("seed"))
+    return evaluate_on_test_set(trainer, module, datamodule, Path(cfg.paths.output_dir), cfg.get("seed"))
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")

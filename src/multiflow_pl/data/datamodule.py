@@ -13,10 +13,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from multiflow_pl.data.dataset import CachedFeatureDataset, MultiViewImageDataset, collate_samples
 from multiflow_pl.data.errors import DatasetError
-from multiflow_pl.data.features import FeatureCache
+from multiflow_pl.data.features import FeatureCache, FeatureExtractorLike
 from multiflow_pl.data.foreground import FOREGROUND_MODES
 from multiflow_pl.data.sample import MultiViewSample
-from multiflow_pl.models.backbone import FeatureExtractor
 
 log = logging.getLogger(__name__)
 DATA_FORMATS = ("realiad", "folder")
@@ -72,7 +71,7 @@ class MultiViewDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         cache_features: bool = True,
         cache: FeatureCache | None = None,
-        feature_extractor: FeatureExtractor | None = None,
+        feature_extractor: FeatureExtractorLike | None = None,
         val_fraction: float = 0.0,
         val_from_test: float = 0.0,
     ) -> None:

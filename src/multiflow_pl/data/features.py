@@ -12,20 +12,42 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from einops import rearrange
 from torch.utils.data import DataLoader
 
 from multiflow_pl.data.dataset import MultiViewImageDataset, collate_samples
-from multiflow_pl.models.backbone import FeatureExtractor
+from multiflow_pl.utils.atomic import atomic_path, write_atomic
 from multiflow_pl.utils.progress import progress
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
+
+
+class FeatureExtractorLike(Protocol):
+    """What the data side needs of a backbone: its sizes, a cache identity and images -> features.
+
+    :class:`multiflow_pl.models.backbone.FeatureExtractor` is one; data/ depends on this protocol only,
+    never on models/.
+    """
+
+    input_size: int
+    feature_size: tuple[int, int]
+    out_channels: int
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [N,3,S,S] in [0,1] -> features [N,C,h,w]."""
+
+    def cache_signature(self) -> dict[str, object]:
+        """Everything about the extractor that changes its features (hashed into cache keys)."""
+
+    def to(self, *args: Any, **kwargs: Any) -> FeatureExtractorLike:
+        """Move to a device / memory format, as ``nn.Module.to``."""
 
 
 class FeatureCache:
@@ -57,7 +79,7 @@ class FeatureCache:
         )
         self.show_progress = show_progress
 
-    def key(self, extractor: FeatureExtractor, dataset: MultiViewImageDataset) -> str:
+    def key(self, extractor: FeatureExtractorLike, dataset: MultiViewImageDataset) -> str:
         """Hash of every input that changes the cached content."""
         files = []
         for sample in dataset.samples:
@@ -76,7 +98,7 @@ class FeatureCache:
         return hashlib.sha256(blob).hexdigest()[:24]
 
     def load_or_build(
-        self, extractor: FeatureExtractor, dataset: MultiViewImageDataset
+        self, extractor: FeatureExtractorLike, dataset: MultiViewImageDataset
     ) -> tuple[np.ndarray, np.ndarray]:
         """Return memory-mapped (features [N,V,C,h,w] float16, foreground [N,V,h,w] uint8)."""
         key = self.key(extractor, dataset)
@@ -119,13 +141,13 @@ class FeatureCache:
 
     @torch.no_grad()
     def _build(
-        self, key: str, extractor: FeatureExtractor, dataset: MultiViewImageDataset, expected: tuple[int, ...]
+        self,
+        key: str,
+        extractor: FeatureExtractorLike,
+        dataset: MultiViewImageDataset,
+        expected: tuple[int, ...],
     ) -> None:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
         features_path, foreground_path, meta_path = self._paths(key)
-        suffix = f".tmp-{os.getpid()}"
-        tmp_features = features_path.with_name(features_path.name + suffix)
-        tmp_foreground = foreground_path.with_name(foreground_path.name + suffix)
         loader = DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -135,7 +157,8 @@ class FeatureCache:
         )
         # Channels-last: oneDNN (CPU) and cuDNN (GPU) run the backbone's convolutions faster in it.
         extractor = extractor.to(self.device, memory_format=torch.channels_last)
-        try:
+        # the arrays are renamed into place when both are complete, the JSON (what _open looks for) after
+        with atomic_path(features_path) as tmp_features, atomic_path(foreground_path) as tmp_foreground:
             features = np.lib.format.open_memmap(tmp_features, mode="w+", dtype=np.float16, shape=expected)
             foreground = np.lib.format.open_memmap(
                 tmp_foreground, mode="w+", dtype=np.uint8, shape=expected[:2] + expected[3:]
@@ -146,31 +169,27 @@ class FeatureCache:
             )
             for batch in batches:  # DataLoader workers decode the next images while this batch runs
                 images = batch["images"].to(self.device, non_blocking=True)
-                b, v = images.shape[:2]
-                flat = images.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+                b = images.shape[0]
+                flat = rearrange(images, "b v c h w -> (b v) c h w").contiguous(
+                    memory_format=torch.channels_last
+                )
                 with torch.autocast(
                     self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
                 ):
                     out = extractor(flat)
                 # float16 already on the device: half the transfer, and no conversion pass on the CPU side
-                features[row : row + b] = out.to(torch.float16).unflatten(0, (b, v)).cpu().numpy()
+                out = rearrange(out.to(torch.float16), "(b v) c h w -> b v c h w", b=b)
+                features[row : row + b] = out.cpu().numpy()
                 foreground[row : row + b] = batch["foreground"].numpy().astype(np.uint8)
                 row += b
             features.flush()
             foreground.flush()
             del features, foreground
-            os.replace(tmp_features, features_path)
-            os.replace(tmp_foreground, foreground_path)
-            meta = {
-                "key": key,
-                "shape": list(expected),
-                **extractor.cache_signature(),
-                "keys": [s.key for s in dataset.samples],
-            }
-            tmp_meta = meta_path.with_name(meta_path.name + suffix)
-            tmp_meta.write_text(json.dumps(meta, indent=1))
-            os.replace(tmp_meta, meta_path)
-        finally:
-            tmp_features.unlink(missing_ok=True)
-            tmp_foreground.unlink(missing_ok=True)
+        meta = {
+            "key": key,
+            "shape": list(expected),
+            **extractor.cache_signature(),
+            "keys": [s.key for s in dataset.samples],
+        }
+        write_atomic(meta_path, json.dumps(meta, indent=1))
         log.info("Cached features for %d samples at %s", len(dataset), features_path)

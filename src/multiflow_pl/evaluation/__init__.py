@@ -1,1 +1,2 @@
-"""Evaluation: streaming metrics, scores, exports and plots."""
+"""Evaluation: streaming metrics (torchmetrics), result writers (metrics.json, score tables, Real-IAD
+prediction pickles) and figures."""

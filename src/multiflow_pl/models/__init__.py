@@ -1,1 +1,2 @@
-"""Models: backbone, view graphs, coupling blocks, cross-view fusion, the flow and its Lightning wrapper."""
+"""Models, plain torch: backbone, view graphs, coupling blocks, cross-view fusion, the flow, anomaly maps and
+MultiFlowModel (the one model behind training, testing, prediction and export), checkpoints, threshold."""

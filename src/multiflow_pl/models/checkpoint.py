@@ -17,6 +17,11 @@ from torch import nn
 BACKBONE_KEY = "multiflow_backbone"
 """Where a lean checkpoint stores its backbone reference: ``{"source": ..., "digest": ...}``."""
 BACKBONE_STORAGE = ("reference", "embedded")
+BACKBONE_PREFIX = "model.backbone."
+"""Where the backbone's weights sit in a checkpoint's ``state_dict``."""
+LEGACY_MODULE_TARGET = "multiflow_pl.models.module.MultiFlowModule"
+"""The LightningModule's import path in checkpoints written before the model/module split."""
+MODULE_TARGET = "multiflow_pl.lightning_module.MultiFlowModule"
 
 
 class CheckpointError(RuntimeError):
@@ -24,11 +29,24 @@ class CheckpointError(RuntimeError):
 
 
 def load_checkpoint_config(checkpoint: dict, path: str | Path) -> DictConfig:
-    """The run configuration stored in a checkpoint by the training entry point."""
+    """The run configuration stored in a checkpoint by the training entry point (a checkpoint written
+    before the model/module split gets today's module path)."""
     saved = checkpoint.get("multiflow_config")
     if not saved:
         raise CheckpointError(f"{path} has no multiflow_config: it was not written by multiflow_pl.train.")
-    return OmegaConf.create(saved)
+    config = OmegaConf.create(saved)
+    if OmegaConf.select(config, "model._target_") == LEGACY_MODULE_TARGET:
+        config.model._target_ = MODULE_TARGET
+    return config
+
+
+def upgrade_state_dict(checkpoint: dict) -> None:
+    """Rename the ``backbone.*`` / ``flow.*`` weights of checkpoints written before the model/module
+    split to today's ``model.backbone.*`` / ``model.flow.*``, in place (newer ones stay as they are)."""
+    state = checkpoint.get("state_dict") or {}
+    legacy = [k for k in state if k.startswith(("backbone.", "flow."))]
+    for key in legacy:
+        state[f"model.{key}"] = state.pop(key)
 
 
 def backbone_config(run_cfg: DictConfig, checkpoint: dict) -> DictConfig:
@@ -52,7 +70,7 @@ def strip_backbone(checkpoint: dict, backbone: nn.Module, storage: str) -> None:
     if storage == "embedded" or backbone.weights_file:
         return
     state = checkpoint["state_dict"]
-    for key in [k for k in state if k.startswith("backbone.")]:
+    for key in [k for k in state if k.startswith(BACKBONE_PREFIX)]:
         del state[key]
     checkpoint[BACKBONE_KEY] = {"source": backbone.weights_source(), "digest": backbone.weights_digest()}
 
@@ -64,10 +82,11 @@ def restore_backbone(checkpoint: dict, backbone: nn.Module, path: str | Path) ->
     state = checkpoint.get("state_dict")
     if state is None:
         raise CheckpointError(f"{path} holds no state_dict.")
+    upgrade_state_dict(checkpoint)
     reference = checkpoint.get(BACKBONE_KEY)
     if reference is None:
-        own = {f"backbone.{k}" for k in backbone.state_dict()}
-        for key in [k for k in state if k.startswith("backbone.model.") and k not in own]:
+        own = {f"{BACKBONE_PREFIX}{k}" for k in backbone.state_dict()}
+        for key in [k for k in state if k.startswith(f"{BACKBONE_PREFIX}model.") and k not in own]:
             del state[key]
         return
     digest = backbone.weights_digest()
@@ -78,12 +97,12 @@ def restore_backbone(checkpoint: dict, backbone: nn.Module, path: str | Path) ->
             "library that provides them has changed. Install the versions it was trained with, or "
             "retrain with checkpoint.backbone=embedded for a self-contained checkpoint."
         )
-    state.update({f"backbone.{k}": v for k, v in backbone.state_dict().items()})
+    state.update({f"{BACKBONE_PREFIX}{k}": v for k, v in backbone.state_dict().items()})
 
 
 def load_module_state(module: nn.Module, checkpoint: dict, path: str | Path) -> None:
     """Load ``checkpoint["state_dict"]`` into ``module``; a shape or key mismatch names what differs."""
-    restore_backbone(checkpoint, module.backbone, path)
+    restore_backbone(checkpoint, module.model.backbone, path)
     state = checkpoint["state_dict"]
     own = module.state_dict()
     missing = sorted(set(own) - set(state))

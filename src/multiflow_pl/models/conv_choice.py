@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from multiflow_pl.models import winograd
+from multiflow_pl.utils.atomic import write_atomic
 
 ConvFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, int], torch.Tensor]
 
@@ -156,10 +156,7 @@ class ConvChooser:
             return
         stored = json.loads(self.cache_file.read_text()) if self.cache_file.exists() else {}
         stored[machine_key()] = {**stored.get(machine_key(), {}), **self.choices}
-        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=self.cache_file.parent, delete=False, suffix=".tmp") as f:
-            json.dump(stored, f, indent=1, sort_keys=True)
-        os.replace(f.name, self.cache_file)
+        write_atomic(self.cache_file, json.dumps(stored, indent=1, sort_keys=True))
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""Lightning callbacks built from the config."""
+"""Progress display of Lightning runs: a rich or tqdm bar on a terminal, one log line per epoch otherwise."""
 
 from __future__ import annotations
 

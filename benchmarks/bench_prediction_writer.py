@@ -1,13 +1,13 @@
 """Memory of writing Real-IAD prediction pickles from the on-disk map spool, as the test set grows.
 
 Each row runs in a fresh process: it fills a float32 ``.npy`` memmap [N, S, S] with random maps (as
-``PredictionExport`` spools them during testing), drops it from the page cache's accounting by reopening
+``PredictionWriter`` spools them during testing), drops it from the page cache's accounting by reopening
 it, then writes ``{image_path: (map, score, mask_path)}`` with ``write_realiad_predictions`` from views
 into the memmap. Memory is the growth of the process's *anonymous* resident memory (Linux RssAnon,
 sampled every 2 ms by a thread): mapped file pages are page cache the kernel can drop, so they are not
 counted. ``maps MiB`` is what holding all maps in memory would take.
 
-    PYTHONPATH=src python benchmarks/bench_prediction_export.py --n-maps 200 2000 --size 256
+    PYTHONPATH=src python benchmarks/bench_prediction_writer.py --n-maps 200 2000 --size 256
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from multiflow_pl.evaluation.export import write_realiad_predictions
+from multiflow_pl.evaluation.writers import write_realiad_predictions
 
 MIB = 2**20
 

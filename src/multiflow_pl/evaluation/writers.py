@@ -1,24 +1,18 @@
-"""Writing run results: metrics.json, per-view / per-sample score tables and Real-IAD prediction pickles."""
+"""Writers of run results, each file written atomically: metrics.json, per-view / per-sample score tables
+and Real-IAD prediction pickles."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
-import os
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from multiflow_pl.utils.atomic import atomic_path, write_atomic
 
 
 def write_metrics_json(path: Path, metrics: Mapping[str, float], category: str, seed: int | None) -> dict:
@@ -55,14 +49,11 @@ def write_score_tables(run_dir: Path, view_records: Sequence[Mapping]) -> None:
 
 def write_csv(path: Path, rows: Sequence[Mapping]) -> Path:
     """Write ``rows`` as a CSV table (columns: every key, in order of first appearance), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns = list(dict.fromkeys(column for row in rows for column in row))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", newline="") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
     return path
 
 
@@ -105,12 +96,6 @@ def write_realiad_predictions(
             float(score),
             None if mask_path is None else str(mask_path),
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as handle:
-            pickle.dump(predictions, handle, protocol=5)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        pickle.dump(predictions, handle, protocol=5)
     return path

@@ -1,0 +1,1 @@
+"""Helpers of the test suite: tiny flows (:mod:`helpers.flows`) and tiny runs (:mod:`helpers.runs`)."""
