@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 from multiflow_pl.data.datamodule import MultiViewDataModule
 from multiflow_pl.data.profile import view_profile
 from multiflow_pl.evaluation.export import write_metrics_json, write_score_tables
-from multiflow_pl.evaluation.metrics import sample_auroc_by_class
 from multiflow_pl.models.backbone import FeatureExtractor
 from multiflow_pl.models.checkpoint import (
     CheckpointError,
@@ -112,8 +111,7 @@ def test_and_export(
     trainer.test(module, datamodule=datamodule, verbose=False)
     if not trainer.is_global_zero:
         return module.test_results
-    results = {**module.test_results, **sample_auroc_by_class(module.view_records)}
-    record = write_metrics_json(run_dir / "metrics.json", results, datamodule.category, seed)
+    record = write_metrics_json(run_dir / "metrics.json", module.test_results, datamodule.category, seed)
     write_score_tables(run_dir, module.view_records)
     print_results(record)
     return record

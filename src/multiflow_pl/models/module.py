@@ -184,6 +184,7 @@ class MultiFlowModule(L.LightningModule):
             keys,
             scores["maps"].flatten(0, 1).cpu(),
             batch["masks"].flatten(0, 2).cpu().bool(),
+            [cls for cls in batch["anomaly_class"] for _ in range(v)],
         )
         image = scores["image"].cpu()
         for i in range(b):
@@ -203,7 +204,6 @@ class MultiFlowModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         if self.trainer.world_size > 1:
-            self.metrics.sync_distributed()
             gathered: list[list[dict]] = [[] for _ in range(self.trainer.world_size)]
             torch.distributed.all_gather_object(gathered, self.view_records)
             self.view_records = [record for records in gathered for record in records]
