@@ -3,8 +3,8 @@
 Each (mode, number of maps) runs in a fresh process that streams random score maps with blob masks
 through ``AnomalyMetrics.update`` batch by batch and then calls ``compute``. Peak memory is the growth of
 the process's peak resident set (Linux VmHWM, reset after start-up) over its resident set after start-up:
-tensor memory is invisible to tracemalloc, so RSS is the honest measure. ``state`` is the size of
-``state_dict()``.
+tensor memory is invisible to tracemalloc, so RSS is the honest measure. ``state`` is the size of the
+metric's states (``metric_state``: tensors and lists of tensors).
 
     PYTHONPATH=src python benchmarks/bench_metrics_memory.py --n-maps 50 100 200 500 --size 256
 """
@@ -72,7 +72,10 @@ def _measure(mode: str, n_maps: int, size: int, batch: int, n_bins: int, seed: i
     began = time.perf_counter()
     results = metrics.compute()
     compute_seconds = time.perf_counter() - began
-    state_bytes = sum(tensor.nbytes for tensor in metrics.state_dict().values())
+    state_bytes = sum(
+        sum(part.nbytes for part in state) if isinstance(state, list) else state.nbytes
+        for state in metrics.metric_state.values()
+    )
     return {
         "update_s": update_seconds,
         "compute_s": compute_seconds,

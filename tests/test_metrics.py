@@ -9,7 +9,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
@@ -53,9 +52,20 @@ def blob_data(
     }
 
 
+def with_classes(data: dict) -> dict:
+    """``data`` plus "classes": each view's sample class, "OK" for a sample without anomalous views and
+    one of three defect classes (by sample number) otherwise."""
+    anomalous = {key for key, label in zip(data["keys"], data["labels"], strict=True) if label}
+    defects = ("HS", "XV", "AK")
+    classes = [defects[int(key[-4:]) % 3] if key in anomalous else "OK" for key in data["keys"]]
+    return {**data, "classes": classes}
+
+
 def feed(metrics: AnomalyMetrics, data: dict, splits: tuple[int, ...] = (7, 13, 20)) -> None:
-    """Feed ``data`` in update calls split at ``splits`` (the views of a sample land in different calls)."""
+    """Feed ``data`` in update calls split at ``splits`` (the views of a sample land in different calls);
+    with its sample classes where ``data`` has them."""
     bounds = [0, *[s for s in splits if s < len(data["keys"])], len(data["keys"])]
+    classes = data.get("classes")
     for start, stop in itertools.pairwise(bounds):
         metrics.update(
             torch.from_numpy(data["scores"][start:stop]),
@@ -63,6 +73,7 @@ def feed(metrics: AnomalyMetrics, data: dict, splits: tuple[int, ...] = (7, 13, 
             data["keys"][start:stop],
             torch.from_numpy(data["maps"][start:stop]),
             torch.from_numpy(data["masks"][start:stop]),
+            None if classes is None else classes[start:stop],
         )
 
 
@@ -248,7 +259,7 @@ def test_connectivity_decides_which_pixels_form_a_region() -> None:
         metrics.update(torch.tensor([3.0]), torch.tensor([1]), ["s"], torch.from_numpy(maps), masks)
         results[connectivity] = metrics.compute()["pixel_aupro"]
         assert results[connectivity] == pytest.approx(direct_aupro(maps, masks, connectivity), abs=1e-9)
-        assert metrics.state_dict()["n_regions"] == (2 if connectivity == 4 else 1)
+        assert metrics.n_regions == (2 if connectivity == 4 else 1)
     assert results[4] < results[8] - 0.05
 
 
@@ -339,7 +350,7 @@ def test_few_bins_still_approximate_but_more_bins_converge() -> None:
 
 @pytest.mark.parametrize("mode", ["exact", "binned"])
 def test_merging_two_objects_equals_feeding_one(mode: str) -> None:
-    data = blob_data(seed=6, n_samples=8, size=32)
+    data = with_classes(blob_data(seed=6, n_samples=8, size=32))
     data["maps"][: len(data["keys"]) // 2] *= 0.01  # the two halves cover very different score ranges
     half = len(data["keys"]) // 2
     first, second = ({k: v[:half] for k, v in data.items()}, {k: v[half:] for k, v in data.items()})
@@ -348,11 +359,15 @@ def test_merging_two_objects_equals_feeding_one(mode: str) -> None:
     feed(left, first, splits=())
     feed(right, second, splits=())
     restored = AnomalyMetrics(mode=mode)
-    restored.load_state_dict(right.state_dict())  # state round trip, as after a gather over ranks
-    left.merge(restored)
-    assert left.compute() == pytest.approx(single.compute(), abs=1e-12)
+    restored.merge_state(right.metric_state)  # a state dict into an empty object, as after a gather
+    left.merge_state(restored)
+    expected = single.compute()
+    assert any(key.startswith("sample_auroc_") and key != "sample_auroc_mean" for key in expected)
+    assert left.compute() == pytest.approx(expected, abs=1e-12)
     with pytest.raises(ValueError, match="cannot merge"):
-        left.merge(AnomalyMetrics(mode="exact" if mode == "binned" else "binned"))
+        left.merge_state(AnomalyMetrics(mode="exact" if mode == "binned" else "binned"))
+    with pytest.raises(ValueError, match="cannot merge"):
+        left.merge_state(AnomalyMetrics(mode=mode, connectivity=4))
 
 
 def test_binned_state_does_not_grow_with_updates() -> None:
@@ -365,16 +380,22 @@ def test_binned_state_does_not_grow_with_updates() -> None:
         metrics.update(maps.amax(dim=(1, 2)), torch.tensor([0, 1, 0, 1]), ["a", "a", "b", "b"], maps, masks)
 
     def pixel_state_bytes() -> int:
-        state = metrics.state_dict()
-        return sum(state[key].nbytes for key in ("histogram_counts", "histogram_grid", "n_regions"))
+        return metrics.histogram.nbytes + metrics.pixel_extremes.nbytes + metrics.n_regions.nbytes
+
+    def histogram() -> ExpandingHistogram:
+        return ExpandingHistogram.from_tensor(metrics.histogram, channels=3)
 
     update(1.0)
-    size_after_one, exponent_after_one = pixel_state_bytes(), metrics.state_dict()["histogram_grid"][0]
+    size_after_one, exponent_after_one = pixel_state_bytes(), histogram().exponent
     for step in range(30):
         update(1.5**step)  # ever wider ranges force the grid to expand
-    assert pixel_state_bytes() == size_after_one == 3 * 4096 * 8 + 2 * 8 + 8
-    assert metrics.state_dict()["histogram_grid"][0] > exponent_after_one
-    assert metrics.state_dict()["histogram_counts"][:2].sum() == 31 * 4 * 32 * 32
+    assert pixel_state_bytes() == size_after_one == (3 * 4096 + 3) * 8 + 3 * 8 + 8
+    assert histogram().exponent > exponent_after_one
+    assert histogram().counts[:2].sum() == 31 * 4 * 32 * 32
+    # the only growing states are the per-view lists: 4 entries per update, none per pixel
+    lists = {name: state for name, state in metrics.metric_state.items() if isinstance(state, list)}
+    assert set(lists) == {"image_scores", "image_labels", "sample_ids", "sample_classes"}
+    assert all(sum(len(part) for part in state) == 31 * 4 for state in lists.values())
 
 
 def test_expanding_histogram_rebins_exactly() -> None:
@@ -415,6 +436,9 @@ def test_expanding_histogram_rebins_exactly() -> None:
         ({"gt_masks": torch.zeros(4, 8, 9, dtype=torch.bool)}, "gt_masks must have the shape"),
         ({"gt_masks": torch.full((4, 8, 8), 0.5)}, "gt_masks must hold 0/1"),
         ({"anomaly_maps": torch.full((4, 8, 8), float("inf"))}, "anomaly_maps contains NaN"),
+        ({"sample_classes": ["OK", "HS"]}, "sample_classes must be a sequence of 4"),
+        ({"sample_classes": ["OK", "OK", "HS", 3]}, "sample_classes must hold strings"),
+        ({"sample_classes": ["OK", "OK", "X" * 33, "HS"]}, "sample class 'XXX.*at most 32 UTF-8 bytes"),
     ],
 )
 def test_update_rejects_malformed_inputs(kwargs: dict, message: str) -> None:
@@ -424,11 +448,16 @@ def test_update_rejects_malformed_inputs(kwargs: dict, message: str) -> None:
         "sample_keys": ["a", "a", "b", "b"],
         "anomaly_maps": torch.rand(4, 8, 8),
         "gt_masks": torch.zeros(4, 8, 8, dtype=torch.bool),
+        "sample_classes": ["OK", "OK", "HS", "HS"],
     }
     metrics = AnomalyMetrics()
+    empty = {
+        name: state.clone() for name, state in metrics.metric_state.items() if isinstance(state, torch.Tensor)
+    }
     with pytest.raises(ValueError, match=message):
         metrics.update(**{**inputs, **kwargs})
-    assert metrics.state_dict()["image_scores"].numel() == 0  # nothing half-added
+    for name, state in metrics.metric_state.items():  # nothing half-added
+        assert torch.equal(state, empty[name]) if name in empty else state == [], name
 
 
 @pytest.mark.parametrize(
@@ -456,24 +485,103 @@ def test_reset_forgets_everything() -> None:
     assert metrics.compute() == pytest.approx(before, abs=1e-12)
 
 
-def test_sync_distributed_gathers_all_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two ranks simulated in one process: the collective returns every rank's state_dict, as gloo/NCCL do."""
-    data = blob_data(seed=10, n_samples=6, size=24)
-    ranks = [AnomalyMetrics(mode="binned") for _ in range(2)]
+@pytest.mark.parametrize("mode", ["exact", "binned"])
+def test_compute_gathers_all_ranks_through_torchmetrics_sync(mode: str) -> None:
+    """Two ranks simulated in one process: torchmetrics' sync runs with a gather that returns both ranks'
+    tensors, as gloo/NCCL do; it stacks them and applies each state's reduction (cat, sum, the histogram
+    merge, min/max of the extremes)."""
+    data = with_classes(blob_data(seed=10, n_samples=6, size=24))
+    sent: list[list[torch.Tensor]] = []  # per rank: the tensors torchmetrics gathers, in state order
+
+    def gather_for(rank: int):
+        calls = itertools.count()
+
+        def all_gather(tensor: torch.Tensor, group: object = None) -> list[torch.Tensor]:
+            i = next(calls)
+            assert torch.equal(tensor, sent[rank][i])
+            return [sent[0][i], sent[1][i]]
+
+        return all_gather
+
+    ranks = [
+        AnomalyMetrics(mode=mode, dist_sync_fn=gather_for(rank), distributed_available_fn=lambda: True)
+        for rank in range(2)
+    ]
     for rank, metrics in enumerate(ranks):
         feed(metrics, {key: value[rank::2] for key, value in data.items()})  # views of a sample on both ranks
-    rank_states = [metrics.state_dict() for metrics in ranks]
-
-    def all_gather_object(output: list, state: dict, group: object = None) -> None:
-        assert state.keys() == rank_states[0].keys()
-        output[:] = rank_states
-
-    monkeypatch.setattr(dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
-    monkeypatch.setattr(dist, "all_gather_object", all_gather_object)
-    single = AnomalyMetrics(mode="binned")
+    for metrics in ranks:
+        states = metrics.metric_state.values()
+        sent.append([torch.cat(state) if isinstance(state, list) else state for state in states])
+    single = AnomalyMetrics(mode=mode)
     feed(single, data)
     expected = single.compute()
     for metrics in ranks:
-        metrics.sync_distributed()
+        local = {name: len(state) for name, state in metrics.metric_state.items() if isinstance(state, list)}
         assert metrics.compute() == pytest.approx(expected, abs=1e-12)
+        # after compute the rank holds its own states again (torchmetrics unsyncs)
+        assert {name: len(state) for name, state in metrics.metric_state.items() if name in local} == local
+
+
+def test_sample_auroc_per_class_against_all_normal_samples_matches_sklearn() -> None:
+    rng = np.random.default_rng(12)
+    n_samples, n_views = 60, 5
+    classes = rng.choice(["OK", "HS", "XV", "AK"], size=n_samples, p=[0.4, 0.2, 0.2, 0.2])
+    view_labels = np.zeros((n_samples, n_views), dtype=np.int64)
+    for sample in np.flatnonzero(classes != "OK"):  # a defect seen by one to three views
+        view_labels[sample, rng.choice(n_views, size=rng.integers(1, 4), replace=False)] = 1
+    shift = {"OK": 0.0, "HS": 0.5, "XV": 1.5, "AK": 3.0}
+    scores = np.round(rng.normal(size=(n_samples, n_views)) + view_labels * [[shift[c]] for c in classes], 1)
+    order = rng.permutation(n_samples * n_views)
+    view_sample = np.repeat(np.arange(n_samples), n_views)[order]
+    metrics = AnomalyMetrics(mode="exact", pixel_metrics=False)
+    for part in np.array_split(np.arange(len(order)), 7):
+        metrics.update(
+            torch.from_numpy(scores.ravel()[order][part]),
+            torch.from_numpy(view_labels.ravel()[order][part]),
+            [f"s{i}" for i in view_sample[part]],
+            sample_classes=[str(classes[i]) for i in view_sample[part]],
+        )
+    results = metrics.compute()
+    sample_scores = scores.max(axis=1)
+    normal = classes == "OK"
+    expected = {}
+    for name in ("AK", "HS", "XV"):
+        chosen = normal | (classes == name)
+        expected[f"sample_auroc_{name}"] = roc_auc_score(classes[chosen] == name, sample_scores[chosen])
+    assert {key: results[key] for key in expected} == pytest.approx(expected, abs=1e-12)
+    assert [key for key in results if key.startswith("sample_auroc_") and key != "sample_auroc_mean"] == list(
+        expected
+    )
+    assert len(set(expected.values())) == 3  # the classes really differ
+
+
+def test_states_follow_device_moves_and_keep_their_dtypes() -> None:
+    data = with_classes(blob_data(seed=13, n_samples=4, size=16))
+    metrics = AnomalyMetrics(mode="binned")
+    feed(metrics, data)
+    expected = metrics.compute()
+    dtypes = {
+        name: (state[0] if isinstance(state, list) else state).dtype
+        for name, state in metrics.metric_state.items()
+    }
+    assert dtypes["image_scores"] == dtypes["histogram"] == torch.float64
+    metrics = metrics.to("cpu").double().half().to(torch.float16).set_dtype(torch.bfloat16)
+    metrics.cpu()
+    after = {
+        name: (state[0] if isinstance(state, list) else state) for name, state in metrics.metric_state.items()
+    }
+    assert {name: state.dtype for name, state in after.items()} == dtypes
+    assert all(state.device.type == "cpu" for state in after.values())
+    metrics.update(
+        torch.tensor([1.0]),
+        torch.tensor([0]),
+        ["new"],
+        torch.rand(1, 16, 16),
+        torch.zeros(1, 16, 16, dtype=torch.bool),
+    )
+    metrics.reset()
+    assert metrics.histogram.dtype == torch.float64  # reset restores the defaults, whose dtypes were kept too
+    feed(metrics, data)
+    assert metrics.compute() == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(TypeError, match="update"):
+        metrics(torch.tensor([1.0]), torch.tensor([0]), ["a"])

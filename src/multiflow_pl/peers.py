@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from multiflow_pl.data.images import read_image, read_mask
 from multiflow_pl.data.sample import MultiViewSample
-from multiflow_pl.evaluation.metrics import AnomalyMetrics, sample_auroc_by_class
+from multiflow_pl.evaluation.metrics import AnomalyMetrics
 from multiflow_pl.models.packaged_weights import load_packaged_features, load_packaged_weights
 
 PEERS = ("patchcore", "fastflow", "csflow")
@@ -276,7 +276,8 @@ def evaluate_views(
         scores, maps = scorer(batch["image"])
         if maps.shape[-2:] != (eval_size, eval_size):
             maps = F.interpolate(maps[:, None], size=(eval_size, eval_size), mode="bilinear")[:, 0]
-        metrics.update(scores, batch["label"], list(batch["key"]), maps, batch["mask"][:, 0].bool())
+        masks = batch["mask"][:, 0].bool()
+        metrics.update(scores, batch["label"], list(batch["key"]), maps, masks, list(batch["sample_class"]))
         for i, key in enumerate(batch["key"]):
             records.append(
                 {
@@ -287,4 +288,4 @@ def evaluate_views(
                     "image_score": float(scores[i]),
                 }
             )
-    return {**metrics.compute(), **sample_auroc_by_class(records)}, records
+    return metrics.compute(), records

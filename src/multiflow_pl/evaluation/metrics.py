@@ -8,9 +8,10 @@ Usage, once per evaluated category::
 
     metrics = AnomalyMetrics(mode="binned")
     for batch in loader:  # N = samples x views images per call
-        metrics.update(image_scores, image_labels, sample_keys, anomaly_maps, gt_masks)
-    metrics.sync_distributed()  # under DDP: every rank then holds the metrics of all ranks
+        metrics.update(image_scores, image_labels, sample_keys, anomaly_maps, gt_masks, sample_classes)
     results = metrics.compute()  # {"image_auroc": ..., "sample_auroc": ..., "pixel_aupro": ...}
+
+``AnomalyMetrics`` is a ``torchmetrics.Metric``: under DDP, ``compute`` gathers the states of all ranks.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from scipy import ndimage
 from torch import Tensor
+from torchmetrics import Metric
 
 # ------------------------------------------------------------------------------------------------------
 # Curve metrics from per-threshold counts
@@ -307,20 +308,25 @@ class ExpandingHistogram:
         """[n_bins + 1] float64 bin edges of the current window (call only when not empty)."""
         return (self.start + torch.arange(self.n_bins + 1, dtype=torch.float64)) * 2.0**self.exponent
 
-    def state_dict(self) -> dict[str, Tensor]:
-        """counts [channels, n_bins] and grid [2] = (exponent, start), or grid [0] while empty."""
-        grid = [] if self.exponent is None else [self.exponent, self.start]
-        return {"counts": self.counts.clone(), "grid": torch.tensor(grid, dtype=torch.int64)}
+    def to_tensor(self) -> Tensor:
+        """The histogram as one float64 tensor [channels * n_bins + 3]: the counts row by row, then
+        (occupied 1/0, exponent, start). Exponent and start are integers far below 2**53, exact in float64."""
+        grid = [0.0, 0.0, 0.0] if self.is_empty else [1.0, float(self.exponent), float(self.start)]
+        return torch.cat([self.counts.flatten(), torch.tensor(grid, dtype=torch.float64)])
 
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        if tuple(state["counts"].shape) != tuple(self.counts.shape):
-            raise ValueError(
-                f"histogram state of shape {tuple(state['counts'].shape)} does not match "
-                f"{tuple(self.counts.shape)}"
-            )
-        self.counts = state["counts"].double().clone()
-        grid = state["grid"].tolist()
-        self.exponent, self.start = (None, 0) if not grid else (int(grid[0]), int(grid[1]))
+    @classmethod
+    def from_tensor(cls, state: Tensor, channels: int) -> ExpandingHistogram:
+        """The histogram that :meth:`to_tensor` encoded as ``state`` [channels * n_bins + 3] (any device)."""
+        state = state.detach().cpu().double()
+        n_bins, remainder = divmod(state.numel() - 3, channels)
+        if remainder or n_bins < 1:
+            raise ValueError(f"histogram state of {state.numel()} values does not hold {channels} channels")
+        histogram = cls(n_bins, channels)
+        occupied, exponent, start = state[-3:].tolist()
+        if occupied:
+            histogram.counts = state[:-3].reshape(channels, n_bins).clone()
+            histogram.exponent, histogram.start = int(exponent), int(start)
+        return histogram
 
     @staticmethod
     def _grid_index(values: Tensor, exponent: int) -> Tensor:
@@ -381,6 +387,12 @@ class ExpandingHistogram:
 # Input handling
 # ------------------------------------------------------------------------------------------------------
 
+CLASS_NAME_BYTES = 32
+"""Width of the UTF-8 byte rows that hold sample class names in the metric state (tensors cross DDP)."""
+
+HISTOGRAM_CHANNELS = 3
+"""Channels of the binned mode's pixel histogram: normal pixels, anomalous pixels, region mass."""
+
 
 def _region_sizes(masks: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, int]:
     """masks [N, H, W] bool -> (size of its region for every mask pixel in C order [n_mask_pixels] int64,
@@ -400,9 +412,53 @@ def _extremes(scores: Tensor, positive: Tensor) -> Tensor:
     return torch.tensor([low, highest(scores[~positive]), highest(scores[positive])], dtype=torch.float64)
 
 
-def _merged_extremes(a: Tensor, b: Tensor) -> Tensor:
-    """The extremes [3] of two sets from theirs (see :func:`_extremes`)."""
-    return torch.cat([torch.minimum(a[:1], b[:1]), torch.maximum(a[1:], b[1:])])
+def _reduce_extremes(stacked: Tensor) -> Tensor:
+    """The extremes [3] of the union of R sets from theirs, stacked [R, 3] (see :func:`_extremes`)."""
+    return torch.cat([stacked[:, :1].amin(dim=0), stacked[:, 1:].amax(dim=0)])
+
+
+def _reduce_histograms(stacked: Tensor) -> Tensor:
+    """R histogram states stacked [R, HISTOGRAM_CHANNELS * n_bins + 3] (:meth:`ExpandingHistogram.to_tensor`)
+    -> the state of their exact merge, on the device of ``stacked``."""
+    merged = ExpandingHistogram.from_tensor(stacked[0], HISTOGRAM_CHANNELS)
+    for state in stacked[1:]:
+        merged.merge(ExpandingHistogram.from_tensor(state, HISTOGRAM_CHANNELS))
+    return merged.to_tensor().to(stacked.device)
+
+
+def _class_codes(classes: Sequence[str] | None, n_images: int) -> Tensor:
+    """Class names -> [N, CLASS_NAME_BYTES] uint8 rows of their UTF-8 bytes, zero-padded (None: all zero,
+    no class)."""
+    codes = torch.zeros(n_images, CLASS_NAME_BYTES, dtype=torch.uint8)
+    if classes is None:
+        return codes
+    if isinstance(classes, str) or len(classes) != n_images:
+        raise ValueError(f"sample_classes must be a sequence of {n_images} strings (one per image)")
+    rows: dict[str, Tensor] = {}
+    for i, name in enumerate(classes):
+        if not isinstance(name, str):
+            raise ValueError("sample_classes must hold strings")
+        if name not in rows:
+            encoded = name.encode()
+            if len(encoded) > CLASS_NAME_BYTES or b"\0" in encoded:
+                raise ValueError(
+                    f"sample class {name!r} must be at most {CLASS_NAME_BYTES} UTF-8 bytes without NUL"
+                )
+            rows[name] = torch.tensor(list(encoded.ljust(CLASS_NAME_BYTES, b"\0")), dtype=torch.uint8)
+        codes[i] = rows[name]
+    return codes
+
+
+def _class_name(code: Tensor) -> str:
+    """A [CLASS_NAME_BYTES] uint8 row of :func:`_class_codes` -> the class name ("" for none)."""
+    return bytes(code.tolist()).rstrip(b"\0").decode()
+
+
+def _concatenated(state: list[Tensor] | Tensor, empty_dtype: torch.dtype) -> Tensor:
+    """A list state (or, after a sync, its concatenation) as one CPU tensor; empty [0] when nothing came."""
+    if isinstance(state, Tensor):
+        return state.cpu()
+    return torch.cat(state).cpu() if state else torch.zeros(0, dtype=empty_dtype)
 
 
 def _key_ids(keys: Sequence[str]) -> Tensor:
@@ -438,8 +494,8 @@ def _check_finite(tensor: Tensor, name: str) -> None:
 # ------------------------------------------------------------------------------------------------------
 
 
-class AnomalyMetrics:
-    """Image, sample and pixel anomaly-detection metrics, accumulated batch by batch.
+class AnomalyMetrics(Metric):
+    """Image, sample and pixel anomaly-detection metrics, accumulated batch by batch (a torchmetrics Metric).
 
     Args:
         mode: ``"binned"`` (pixel metrics from histograms; memory independent of the number of pixels) or
@@ -448,19 +504,36 @@ class AnomalyMetrics:
         pixel_metrics: compute pixel_auroc, pixel_ap and pixel_aupro (then ``update`` needs maps and masks).
         aupro_fpr_limit: FPR up to which the per-region-overlap curve is integrated (then normalised).
         connectivity: 8 or 4, the pixel neighbourhood that joins mask pixels into one ground-truth region.
+        kwargs: torchmetrics options (``sync_on_compute``, ``process_group``, ``dist_sync_fn``, ...).
 
     ``compute()`` keys: image_auroc, image_ap, image_f1max (over all view images); sample_auroc, sample_ap
     (sample score = max over its views' image scores, sample label = max of its views' labels);
     sample_auroc_mean, sample_ap_mean (mean over views); pixel_auroc, pixel_ap, pixel_aupro; and
     image_aupr, sample_aupr, pixel_aupr: the area under the precision-recall curve as Real-IAD's official
-    tool ADEval computes it (:func:`adeval_aupr`), which differs from average precision (``*_ap``).
+    tool ADEval computes it (:func:`adeval_aupr`), which differs from average precision (``*_ap``);
+    ``sample_auroc_<CLASS>`` for every class of anomalous samples given to ``update``: the sample AUROC
+    (max over views) of that class's samples against all normal samples.
     A metric whose set lacks a class (or, for AUPRO, ground-truth regions) is NaN with a warning.
     Binned pixel curves treat the pixels of a bin as tied: ROC and PRO curves run straight through a bin,
     and AP interleaves a bin's positives and negatives (see ``average_precision_from_counts``).
 
-    All state lives on the CPU as tensors (``state_dict``): per-view lists that concatenate and, in binned
-    mode, histograms that merge exactly (``merge``); ``sync_distributed`` gathers them over DDP ranks.
+    Call ``update`` per batch and ``compute`` at the end; calling the metric itself (torchmetrics'
+    ``forward``, which would compute every metric per batch) raises a TypeError. Under DDP ``compute``
+    gathers the states of all ranks (torchmetrics' ``sync_on_compute``); ``merge_state`` adds another
+    instance's states. States (``metric_state``; not persistent, so they stay out of checkpoints) live on
+    the metric's device and keep their dtypes through ``.to(dtype)``, ``.half()`` or ``set_dtype``:
+    lists concatenated over updates and ranks: image_scores [N] float64, image_labels [N] int64,
+    sample_ids [N] int64 (hashed keys), sample_classes [N, CLASS_NAME_BYTES] uint8 (UTF-8, zero-padded);
+    n_regions [] int64 (summed); exact mode: pixel_scores [P] float32/64, pixel_region_sizes [P] int32 (0 for
+    a normal pixel); binned mode: histogram [3 * n_bins + 3] float64 (negatives, positives and region mass
+    of :meth:`ExpandingHistogram.to_tensor`, merged exactly) and pixel_extremes [3] float64 (lowest pixel
+    score, highest normal and highest anomalous pixel score; +-inf while none).
+    Every rank must have had at least one update before a synchronised ``compute``.
     """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
 
     def __init__(
         self,
@@ -469,6 +542,7 @@ class AnomalyMetrics:
         pixel_metrics: bool = True,
         aupro_fpr_limit: float = 0.3,
         connectivity: Literal[4, 8] = 8,
+        **kwargs: Any,
     ) -> None:
         if mode not in ("binned", "exact"):
             raise ValueError(f"mode must be 'binned' or 'exact', got {mode!r}")
@@ -478,6 +552,7 @@ class AnomalyMetrics:
             raise ValueError(f"aupro_fpr_limit must be in (0, 1], got {aupro_fpr_limit}")
         if connectivity not in (4, 8):
             raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
+        super().__init__(**kwargs)
         self.mode = mode
         self.n_bins = n_bins
         self.pixel_metrics = pixel_metrics
@@ -486,20 +561,21 @@ class AnomalyMetrics:
         # Regions never connect across the batch axis: only the middle plane of the 3-D structure is set.
         self._structure = np.zeros((3, 3, 3), dtype=bool)
         self._structure[1] = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
-        self.reset()
+        for name in ("image_scores", "image_labels", "sample_ids", "sample_classes"):
+            self.add_state(name, [], dist_reduce_fx="cat")
+        self.add_state("n_regions", torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+        if mode == "exact":
+            self.add_state("pixel_scores", [], dist_reduce_fx="cat")
+            self.add_state("pixel_region_sizes", [], dist_reduce_fx="cat")
+        else:
+            empty = ExpandingHistogram(n_bins, HISTOGRAM_CHANNELS).to_tensor()
+            self.add_state("histogram", empty, dist_reduce_fx=_reduce_histograms)
+            no_extremes = torch.tensor([math.inf, -math.inf, -math.inf], dtype=torch.float64)
+            self.add_state("pixel_extremes", no_extremes, dist_reduce_fx=_reduce_extremes)
 
-    def reset(self) -> None:
-        """Forget all accumulated data."""
-        self._image_scores: list[Tensor] = []  # [N] float64 per update
-        self._image_labels: list[Tensor] = []  # [N] int64
-        self._sample_ids: list[Tensor] = []  # [N] int64 hashes of the sample keys
-        self._n_regions = 0
-        # exact mode, per update: pixel scores [N*H*W] float, their regions' sizes [N*H*W] int32 (0: normal)
-        self._pixel_scores: list[Tensor] = []
-        self._pixel_region_sizes: list[Tensor] = []
-        self._histogram = ExpandingHistogram(self.n_bins, channels=3)  # binned: negatives, positives, regions
-        # binned: lowest pixel score, highest normal and highest anomalous pixel score (for pixel_aupr)
-        self._pixel_extremes = torch.tensor([math.inf, -math.inf, -math.inf], dtype=torch.float64)
+    def forward(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Not supported: call ``update`` per batch and ``compute`` once."""
+        raise TypeError("AnomalyMetrics is not called per batch: use update(...) per batch, then compute()")
 
     def update(
         self,
@@ -508,8 +584,9 @@ class AnomalyMetrics:
         sample_keys: Sequence[str],
         anomaly_maps: Tensor | np.ndarray | None = None,
         gt_masks: Tensor | np.ndarray | None = None,
+        sample_classes: Sequence[str] | None = None,
     ) -> None:
-        """Add N view images.
+        """Add N view images (on any device; the states stay on the metric's device).
 
         Args:
             image_scores: [N] float image anomaly scores.
@@ -517,6 +594,8 @@ class AnomalyMetrics:
             sample_keys: N sample keys; the views of one sample share a key (also across calls).
             anomaly_maps: [N, H, W] float pixel scores at the evaluation size (required with pixel metrics).
             gt_masks: [N, H, W] bool or 0/1 ground-truth masks (required with pixel metrics).
+            sample_classes: N anomaly classes of the views' samples (e.g. "OK", "HS"), at most
+                CLASS_NAME_BYTES UTF-8 bytes each; None gives no ``sample_auroc_<CLASS>``.
         """
         scores = _as_cpu_tensor(image_scores)
         labels = _as_cpu_tensor(image_labels)
@@ -533,12 +612,14 @@ class AnomalyMetrics:
             raise ValueError(f"sample_keys must be a sequence of {n_images} strings (one per image)")
         if not all(isinstance(key, str) for key in sample_keys):
             raise ValueError("sample_keys must hold strings")
+        class_codes = _class_codes(sample_classes, n_images)
         if self.pixel_metrics:
             maps, masks = self._checked_pixels(anomaly_maps, gt_masks, n_images)
             self._update_pixels(maps, masks.bool())
-        self._image_scores.append(scores.to(torch.float64, copy=True))
-        self._image_labels.append(labels.to(torch.int64, copy=True))
-        self._sample_ids.append(_key_ids(sample_keys))
+        self.image_scores.append(scores.to(self.device, torch.float64, copy=True))
+        self.image_labels.append(labels.to(self.device, torch.int64, copy=True))
+        self.sample_ids.append(_key_ids(sample_keys).to(self.device))
+        self.sample_classes.append(class_codes.to(self.device))
 
     def _checked_pixels(
         self, anomaly_maps: Tensor | np.ndarray | None, gt_masks: Tensor | np.ndarray | None, n_images: int
@@ -558,36 +639,40 @@ class AnomalyMetrics:
         return maps, masks
 
     def _update_pixels(self, maps: Tensor, masks: Tensor) -> None:
-        """maps [N, H, W] float, masks [N, H, W] bool."""
+        """maps [N, H, W] float, masks [N, H, W] bool, both on the CPU."""
         region_sizes, n_regions = _region_sizes(masks.numpy(), self._structure)
         region_sizes = torch.from_numpy(region_sizes)
-        self._n_regions += n_regions
+        self.n_regions = self.n_regions + n_regions
         scores, positive = maps.reshape(-1), masks.reshape(-1)
         if self.mode == "exact":
             dense_sizes = torch.zeros(scores.numel(), dtype=torch.int32)
             dense_sizes[positive] = region_sizes.int()
             score_dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
-            self._pixel_scores.append(scores.to(score_dtype, copy=True))
-            self._pixel_region_sizes.append(dense_sizes)
+            self.pixel_scores.append(scores.to(self.device, score_dtype, copy=True))
+            self.pixel_region_sizes.append(dense_sizes.to(self.device))
         else:
+            histogram = ExpandingHistogram.from_tensor(self.histogram, HISTOGRAM_CHANNELS)
             positive_scores = scores[positive]
-            self._histogram.add(scores[~positive], channel=0)
-            self._histogram.add(positive_scores, channel=1)
-            self._histogram.add(positive_scores, channel=2, weights=1.0 / region_sizes.double())
-            self._pixel_extremes = _merged_extremes(self._pixel_extremes, _extremes(scores, positive))
+            histogram.add(scores[~positive], channel=0)
+            histogram.add(positive_scores, channel=1)
+            histogram.add(positive_scores, channel=2, weights=1.0 / region_sizes.double())
+            self.histogram = histogram.to_tensor().to(self.device)
+            extremes = torch.stack([self.pixel_extremes.cpu(), _extremes(scores, positive)])
+            self.pixel_extremes = _reduce_extremes(extremes).to(self.device)
 
     def compute(self) -> dict[str, float]:
         """All metrics as floats (NaN with a warning where undefined; pixel keys only with pixel metrics)."""
-        state = self.state_dict()
-        scores, labels = state["image_scores"], state["image_labels"]
+        scores = _concatenated(self.image_scores, torch.float64)
+        labels = _concatenated(self.image_labels, torch.int64)
         image_counts = _tally_by_unique_score(scores, labels.bool())
         results = {
             "image_auroc": auroc_from_counts(*image_counts, name="image_auroc"),
             "image_ap": average_precision_from_counts(*image_counts, name="image_ap"),
             "image_f1max": f1_max_from_counts(*image_counts, name="image_f1max"),
         }
-        sample_ids, sample_index = torch.unique(state["sample_ids"], return_inverse=True)
-        n_samples = sample_ids.numel()
+        sample_ids = _concatenated(self.sample_ids, torch.int64)
+        sample_ids, sample_index = torch.unique(sample_ids, return_inverse=True)
+        n_samples, n_images = sample_ids.numel(), scores.numel()
         sample_labels = torch.zeros(n_samples, dtype=torch.int64).scatter_reduce_(
             0, sample_index, labels, "amax", include_self=False
         )
@@ -604,27 +689,34 @@ class AnomalyMetrics:
             results[f"sample_ap{suffix}"] = average_precision_from_counts(*counts, name=f"sample_ap{suffix}")
         results["image_aupr"] = adeval_aupr(scores, labels.bool(), "image_aupr")
         results["sample_aupr"] = adeval_aupr(max_scores, sample_labels.bool(), "sample_aupr")
+        first_views = torch.full((n_samples,), n_images, dtype=torch.int64).scatter_reduce_(
+            0, sample_index, torch.arange(n_images), "amin"
+        )
+        codes = _concatenated(self.sample_classes, torch.uint8).reshape(-1, CLASS_NAME_BYTES)
+        results.update(_sample_auroc_by_class(max_scores, sample_labels, codes[first_views]))
         if self.pixel_metrics:
-            results.update(self._compute_pixels(state))
+            results.update(self._compute_pixels())
         return results
 
-    def _compute_pixels(self, state: dict[str, Tensor]) -> dict[str, float]:
+    def _compute_pixels(self) -> dict[str, float]:
         if self.mode == "exact":
-            sizes = state["pixel_region_sizes"]
+            pixel_scores = _concatenated(self.pixel_scores, torch.float32)
+            sizes = _concatenated(self.pixel_region_sizes, torch.int32)
             positive = sizes > 0
             neg, pos, region_mass = _tally_by_unique_score(
-                state["pixel_scores"], positive, 1 / sizes[positive].double()
+                pixel_scores, positive, 1 / sizes[positive].double()
             )
-            aupr = adeval_aupr(state["pixel_scores"], positive, "pixel_aupr")
+            aupr = adeval_aupr(pixel_scores, positive, "pixel_aupr")
         else:
-            neg, pos, region_mass = self._histogram.counts
-            if self._histogram.is_empty:
+            histogram = ExpandingHistogram.from_tensor(self.histogram, HISTOGRAM_CHANNELS)
+            neg, pos, region_mass = histogram.counts
+            if histogram.is_empty:
                 aupr = _undefined("pixel_aupr", "no pixels")
             else:
                 aupr = adeval_aupr_from_histogram(
-                    self._histogram.edges(), neg, pos, state["pixel_extremes"], "pixel_aupr"
+                    histogram.edges(), neg, pos, self.pixel_extremes.cpu(), "pixel_aupr"
                 )
-        n_regions = int(state["n_regions"])
+        n_regions = int(self.n_regions)
         return {
             "pixel_aupr": aupr,
             "pixel_auroc": auroc_from_counts(neg, pos, name="pixel_auroc"),
@@ -636,115 +728,59 @@ class AnomalyMetrics:
             ),
         }
 
-    def state_dict(self) -> dict[str, Tensor]:
-        """All accumulated data as CPU tensors.
+    @property
+    def _settings(self) -> tuple:
+        return self.mode, self.n_bins, self.connectivity, self.pixel_metrics
 
-        image_scores [M] float64, image_labels [M] int64, sample_ids [M] int64, n_regions [] int64;
-        exact mode: pixel_scores [P] float, pixel_region_sizes [P] int32 (0 = normal pixel);
-        binned mode: histogram_counts [3, n_bins] float64 (negatives, positives, region mass),
-        histogram_grid [2] or [0] int64, pixel_extremes [3] float64 (lowest pixel score, highest normal and
-        highest anomalous pixel score; +-inf while none).
-        """
-
-        def cat(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
-            return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)
-
-        state = {
-            "image_scores": cat(self._image_scores, torch.float64),
-            "image_labels": cat(self._image_labels, torch.int64),
-            "sample_ids": cat(self._sample_ids, torch.int64),
-            "n_regions": torch.tensor(self._n_regions, dtype=torch.int64),
-        }
-        if self.mode == "exact":
-            state["pixel_scores"] = cat(self._pixel_scores, torch.float32)
-            state["pixel_region_sizes"] = cat(self._pixel_region_sizes, torch.int32)
-        else:
-            histogram = self._histogram.state_dict()
-            state["histogram_counts"], state["histogram_grid"] = histogram["counts"], histogram["grid"]
-            state["pixel_extremes"] = self._pixel_extremes.clone()
-        return state
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Replace the accumulated data by ``state`` (from ``state_dict`` of an equally configured object)."""
-        self.reset()
-        self._image_scores = [state["image_scores"].double()]
-        self._image_labels = [state["image_labels"].long()]
-        self._sample_ids = [state["sample_ids"].long()]
-        self._n_regions = int(state["n_regions"])
-        if self.mode == "exact":
-            self._pixel_scores = [state["pixel_scores"]]
-            self._pixel_region_sizes = [state["pixel_region_sizes"].int()]
-        else:
-            self._histogram.load_state_dict(
-                {"counts": state["histogram_counts"], "grid": state["histogram_grid"]}
-            )
-            self._pixel_extremes = state["pixel_extremes"].double().clone()
-
-    def merge(self, other: AnomalyMetrics) -> None:
-        """Add the data accumulated by ``other`` (same mode, n_bins and connectivity) to this object."""
-        if (other.mode, other.n_bins, other.connectivity, other.pixel_metrics) != (
-            self.mode,
-            self.n_bins,
-            self.connectivity,
-            self.pixel_metrics,
-        ):
+    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        """Add the states of another AnomalyMetrics with the same settings (or its ``metric_state``): the
+        result equals one object fed both inputs (binned histograms merge exactly)."""
+        if isinstance(incoming_state, AnomalyMetrics) and incoming_state._settings != self._settings:
             raise ValueError(
                 "cannot merge AnomalyMetrics with a different mode, n_bins, connectivity or pixel_metrics"
             )
-        self._image_scores += other._image_scores
-        self._image_labels += other._image_labels
-        self._sample_ids += other._sample_ids
-        self._n_regions += other._n_regions
-        self._pixel_scores += other._pixel_scores
-        self._pixel_region_sizes += other._pixel_region_sizes
-        self._histogram.merge(other._histogram)
-        self._pixel_extremes = _merged_extremes(self._pixel_extremes, other._pixel_extremes)
+        super().merge_state(incoming_state)
 
-    def sync_distributed(self, group: dist.ProcessGroup | None = None) -> None:
-        """Replace the local data by the data of all ranks (a collective call: every rank must call it,
-        once, before ``compute``). Does nothing outside an initialised process group of several ranks."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
-            return
-        states: list[dict[str, Tensor] | None] = [None] * dist.get_world_size(group)
-        dist.all_gather_object(states, self.state_dict(), group=group)
-        self.reset()
-        for state in states:
-            rank_metrics = self._empty_like()
-            rank_metrics.load_state_dict(state)
-            self.merge(rank_metrics)
+    def _apply(self, fn: Callable[[Tensor], Tensor], exclude_state: Sequence[str] = ()) -> AnomalyMetrics:
+        """Move the states with the metric but keep their dtypes: a model cast (``.to(torch.float16)``,
+        ``set_dtype``) must not round float64 scores or histogram counts."""
+        this = super()._apply(fn, exclude_state=tuple(self._defaults))
+        for name, default in this._defaults.items():
+            if name in exclude_state:
+                continue
+            this._defaults[name] = _moved(default, this.device)
+            setattr(this, name, _moved(getattr(this, name), this.device))
+        return this
 
-    def _empty_like(self) -> AnomalyMetrics:
-        return AnomalyMetrics(
-            self.mode, self.n_bins, self.pixel_metrics, self.aupro_fpr_limit, self.connectivity
-        )
+
+def _moved(state: list[Tensor] | Tensor, device: torch.device) -> list[Tensor] | Tensor:
+    """A state (tensor or list of tensors) on ``device``, dtypes unchanged."""
+    if isinstance(state, Tensor):
+        return state.to(device)
+    return [tensor.to(device) for tensor in state]
+
+
+def _sample_auroc_by_class(scores: Tensor, labels: Tensor, codes: Tensor) -> dict[str, float]:
+    """``{"sample_auroc_<CLASS>": auroc}`` of every class of anomalous samples against all normal samples,
+    in class order; scores [S] float64 sample scores, labels [S] 0/1, codes [S, CLASS_NAME_BYTES] uint8
+    classes (rows of :func:`_class_codes`; an all-zero row has no class)."""
+    anomalous = labels == 1
+    normal_scores = scores[~anomalous]
+    classes, class_index = torch.unique(codes[anomalous], dim=0, return_inverse=True)
+    results = {}
+    for k, code in enumerate(classes):
+        name = _class_name(code)
+        if not name:
+            continue
+        class_scores = scores[anomalous][class_index == k]
+        key = f"sample_auroc_{name}"
+        both = torch.cat([normal_scores, class_scores])
+        is_class = torch.cat([torch.zeros_like(normal_scores), torch.ones_like(class_scores)])
+        results[key] = exact_auroc(both, is_class, key)
+    return dict(sorted(results.items()))
 
 
 def exact_auroc(scores: Tensor, labels: Tensor, name: str = "auroc") -> float:
     """Exact AUROC of scores [M] against 0/1 labels [M] (NaN with a warning for a one-class set)."""
     counts = _tally_by_unique_score(scores.double(), labels.bool())
     return auroc_from_counts(counts[0], counts[1], name)
-
-
-def sample_auroc_by_class(view_records: Sequence[dict]) -> dict[str, float]:
-    """Sample AUROC (max over views) of each defect class against all normal samples.
-
-    Args:
-        view_records: one dict per view image with ``key``, ``sample_label``, ``sample_class`` and
-            ``image_score``.
-
-    Returns:
-        ``{"sample_auroc_<CLASS>": auroc}`` for every anomalous class present.
-    """
-    samples: dict[str, tuple[float, int, str]] = {}
-    for record in view_records:
-        best = samples.get(record["key"], (-math.inf,))[0]
-        score = max(best, record["image_score"])
-        samples[record["key"]] = (score, record["sample_label"], record["sample_class"])
-    normal = [score for score, label, _ in samples.values() if label == 0]
-    results = {}
-    for cls in sorted({c for _, label, c in samples.values() if label == 1}):
-        anomalous = [score for score, label, c in samples.values() if label == 1 and c == cls]
-        scores = torch.tensor(normal + anomalous)
-        labels = torch.cat([torch.zeros(len(normal)), torch.ones(len(anomalous))])
-        results[f"sample_auroc_{cls}"] = exact_auroc(scores, labels, f"sample_auroc_{cls}")
-    return results
