@@ -1,4 +1,4 @@
-"""The package layering runs one way (docs/architecture.md), and scoring and atomic writes live in one place."""
+"""The layering runs one way (docs/architecture.md); scoring and atomic writes live in one place."""
 
 from __future__ import annotations
 

@@ -56,15 +56,17 @@ def build_module(
     run_config = public_config(OmegaConf.to_container(cfg, resolve=True))
     run_config["model"]["n_views"] = n_views
     run_config.update(inputs or {})
-    return instantiate(
+    # a partial first: instantiate would treat the _target_ keys inside run_config as objects to build
+    factory = instantiate(
         cfg.model,
+        _partial_=True,
         backbone=backbone,
         n_views=n_views,
         foreground=OmegaConf.select(cfg, "data.foreground", default="none"),
         round_features=bool(OmegaConf.select(cfg, "data.cache_features", default=False)),
         backbone_storage=OmegaConf.select(cfg, "checkpoint.backbone", default="reference"),
-        run_config=run_config,
     )
+    return factory(run_config=run_config)
 
 
 @dataclass(frozen=True)
