@@ -12,7 +12,7 @@ import torch
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from multiflow_pl.evaluation.metrics import AnomalyMetrics, ExpandingHistogram, adeval_aupr
+from multiflow_pl.evaluation.metrics import CLASS_NAME_BYTES, AnomalyMetrics, ExpandingHistogram, adeval_aupr
 
 PIXEL_KEYS = ("pixel_auroc", "pixel_ap", "pixel_aupro", "pixel_aupr")
 AUPR_KEYS = ("image_aupr", "sample_aupr", "pixel_aupr")
@@ -438,7 +438,10 @@ def test_expanding_histogram_rebins_exactly() -> None:
         ({"anomaly_maps": torch.full((4, 8, 8), float("inf"))}, "anomaly_maps contains NaN"),
         ({"sample_classes": ["OK", "HS"]}, "sample_classes must be a sequence of 4"),
         ({"sample_classes": ["OK", "OK", "HS", 3]}, "sample_classes must hold strings"),
-        ({"sample_classes": ["OK", "OK", "X" * 33, "HS"]}, "sample class 'XXX.*at most 32 UTF-8 bytes"),
+        (
+            {"sample_classes": ["OK", "OK", "X" * (CLASS_NAME_BYTES + 1), "HS"]},
+            f"sample class 'XXX.*at most {CLASS_NAME_BYTES} UTF-8 bytes",
+        ),
     ],
 )
 def test_update_rejects_malformed_inputs(kwargs: dict, message: str) -> None:

@@ -387,7 +387,7 @@ class ExpandingHistogram:
 # Input handling
 # ------------------------------------------------------------------------------------------------------
 
-CLASS_NAME_BYTES = 32
+CLASS_NAME_BYTES = 64
 """Width of the UTF-8 byte rows that hold sample class names in the metric state (tensors cross DDP)."""
 
 HISTOGRAM_CHANNELS = 3
