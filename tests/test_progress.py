@@ -7,13 +7,14 @@ import logging
 import pytest
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 
+from multiflow_pl.callbacks import progress as progress_callbacks
 from multiflow_pl.callbacks.progress import LogLineProgress, make_progress_bar
-from multiflow_pl.utils import callbacks, progress
+from multiflow_pl.utils import progress
 
 
 @pytest.mark.parametrize(("interactive", "expected"), [(True, RichProgressBar), (False, LogLineProgress)])
 def test_auto_is_a_bar_on_a_terminal_and_log_lines_otherwise(monkeypatch, interactive, expected):
-    monkeypatch.setattr(callbacks, "is_interactive", lambda: interactive)
+    monkeypatch.setattr(progress_callbacks, "is_interactive", lambda: interactive)
     assert type(make_progress_bar("auto")) is expected
     assert (
         type(make_progress_bar("tqdm")) is TQDMProgressBar

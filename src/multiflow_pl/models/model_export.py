@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from multiflow_pl.models.model import OUTPUT_NAMES, MultiFlowModel
 from multiflow_pl.utils.atomic import atomic_path
@@ -37,7 +38,7 @@ def export_model(model: MultiFlowModel, path: str | Path, format: str, example_b
             f"Cannot export a model with foreground={model.foreground!r}: masks read from a folder are not "
             f"part of the model. Use a model trained with data.foreground in {EXPORTABLE_FOREGROUND}."
         )
-    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    frozen = _PlainOutputs(copy.deepcopy(model).eval().requires_grad_(False))
     for module in frozen.modules():
         if hasattr(module, "conv_algorithm"):
             # Winograd's chunking follows the batch size, which an export keeps symbolic; the library's
@@ -66,6 +67,18 @@ def export_model(model: MultiFlowModel, path: str | Path, format: str, example_b
                 verbose=False,
             )
     return Path(path)
+
+
+class _PlainOutputs(nn.Module):
+    """The model with its :class:`~multiflow_pl.models.model.AnomalyScores` as a plain tuple, the form
+    both export formats store."""
+
+    def __init__(self, model: MultiFlowModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model(images))
 
 
 def load_exported(
