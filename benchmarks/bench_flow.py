@@ -1,16 +1,16 @@
 """MultiViewFlow speed at the paper's shapes: fast path (per-edge and shared message weights) against the
 naive per-view/per-edge twin of benchmarks/naive_flow.py, side by side in one run.
 
-A training step is forward + loss + backward + AdamW step on noise-conditioned features; an evaluation
-forward runs under ``torch.inference_mode`` without noise. The variants take turns, round after round, so
-that load from other processes hits them alike; in its turn a variant runs one untimed step, then
-``--steps`` timed consecutive steps (as in a training loop), then an untimed and a timed evaluation
-forward. The table gives the median wall time and the median CPU time of the process (CPU time / wall
-time > threads means nothing; < threads means the process waited for a core). Before timing, the fast
-path is checked against the naive one on the same input: in float64, where both are exact up to rounding
-(must agree to 1e-5), and in float32 with float32 or bfloat16 convolutions (each path's distance from the
-float64 result, printed). The machine (CPU model, ISA flags, threads, library versions) is printed with
-the table: compare the ratios to the naive twin across machines, not the seconds.
+A training step is forward + loss + backward + fused AdamW step (the config's optimizer) on noise-conditioned
+features; an evaluation forward runs under ``torch.inference_mode`` without noise. The variants take turns,
+round after round, so that load from other processes hits them alike; in its turn a variant runs one untimed
+step, then ``--steps`` timed consecutive steps (as in a training loop), then an untimed and a timed evaluation
+forward. The table gives the median wall time and the median CPU time of the process (CPU time / wall time >
+threads means nothing; < threads means the process waited for a core). Before timing, the fast path is checked
+against the naive one on the same input: in float64, where both are exact up to rounding (must agree to 1e-5),
+and in float32 with float32 or bfloat16 convolutions (each path's distance from the float64 result, printed).
+The machine (CPU model, ISA flags, threads, library versions) is printed with the table: compare the ratios to
+the naive twin across machines, not the seconds.
 
     PYTHONPATH=src python benchmarks/bench_flow.py                  # CPU, 2 threads, 2 rounds of 2 steps
     PYTHONPATH=src python benchmarks/bench_flow.py --reps 3 --variants naive fast fast_direct fast_winograd
@@ -201,7 +201,9 @@ def make_variants(args: argparse.Namespace) -> list[Variant]:
     for name in args.variants:
         message_weights, conv_algorithm, conv_dtype, naive = VARIANTS[name]
         flow = build_flow(args, message_weights, conv_algorithm, conv_dtype).to(args.device)
-        optimizer = torch.optim.AdamW(flow.parameters(), lr=2e-4, betas=(0.9, 0.95), weight_decay=1e-5)
+        optimizer = torch.optim.AdamW(  # as conf/model/multiflow.yaml
+            flow.parameters(), lr=2e-4, betas=(0.9, 0.95), weight_decay=1e-5, fused=True
+        )
         model = NaiveMultiViewFlow(flow) if naive else flow
         variants.append(Variant(name, model, optimizer, args.channels, [], []))
     return variants

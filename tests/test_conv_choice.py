@@ -51,14 +51,46 @@ def test_picks_the_faster_candidate(clock, direct, winograd, expected):
     clock.install(direct=[direct], winograd=[winograd])
     chooser = conv_choice.ConvChooser(clock=clock, rounds=3)
     assert chooser.choose(*_conv()) == expected
-    # one warm-up and three timed rounds, the candidates alternating
-    assert clock.calls == ["direct", "winograd"] * 4
+    # one warm-up and three timed rounds, the candidates alternating, the order flipping each round
+    warm_up, forward, flipped = ["direct", "winograd"], ["direct", "winograd"], ["winograd", "direct"]
+    assert clock.calls == warm_up + forward + flipped + forward
     assert chooser.timings[next(iter(chooser.timings))] == {"direct": direct, "winograd": winograd}
 
 
-def test_median_ignores_one_slow_round(clock):
-    clock.install(direct=[9.0, 2.0, 2.0, 2.0], winograd=[9.0, 1.0, 30.0, 1.0])  # first cost: warm-up
+def test_fastest_round_ignores_rounds_slowed_by_load(clock):
+    # the first cost is the warm-up; two of Winograd's three rounds are hit by another process
+    clock.install(direct=[9.0, 2.0, 2.0, 2.0], winograd=[9.0, 30.0, 1.0, 30.0])
     assert conv_choice.ConvChooser(clock=clock, rounds=3).choose(*_conv()) == "winograd"
+
+
+def test_close_candidates_are_timed_again_until_they_separate(clock):
+    # within 5% for three rounds, then Winograd's fourth round is clearly faster
+    clock.install(direct=[1.0], winograd=[9.0, 1.02, 1.02, 1.02, 0.5])
+    chooser = conv_choice.ConvChooser(clock=clock, rounds=3, max_rounds=9, margin=0.05)
+    assert chooser.choose(*_conv()) == "winograd"
+    assert clock.calls.count("winograd") == 1 + 4  # warm-up + 4 rounds
+
+
+@pytest.mark.parametrize(("winograd", "expected"), [(0.97, "direct"), (0.9, "winograd")])
+def test_a_tie_within_the_margin_goes_to_direct(clock, winograd, expected):
+    clock.install(direct=[1.0], winograd=[winograd])
+    chooser = conv_choice.ConvChooser(clock=clock, rounds=2, max_rounds=6, margin=0.05)
+    assert chooser.choose(*_conv()) == expected
+    assert clock.calls.count("direct") == 1 + (6 if expected == "direct" else 2)
+
+
+def test_default_clock_is_cpu_time_on_one_thread(monkeypatch):
+    monkeypatch.setattr(conv_choice.time, "thread_time", lambda: 1.0)
+    monkeypatch.setattr(conv_choice.time, "perf_counter", lambda: 2.0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert conv_choice.default_clock() == 1.0
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert conv_choice.default_clock() == 2.0
+
+
+def test_rounds_must_fit_under_max_rounds():
+    with pytest.raises(ValueError, match="rounds"):
+        conv_choice.ConvChooser(rounds=4, max_rounds=3)
 
 
 def test_choice_is_cached_per_kind(clock, monkeypatch):
@@ -73,12 +105,13 @@ def test_choice_is_cached_per_kind(clock, monkeypatch):
         _conv(size=7),  # shape
         _conv(dtype=torch.float64),  # dtype
         _conv(requires_grad=False),  # no gradients: forward only
+        (x.detach(), weight, bias, groups),  # the weight's gradient alone (a flow's first block)
     ]
     for conv in kinds:
         chooser.choose(*conv)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 97)  # threads
     chooser.choose(x, weight, bias, groups)
-    assert len(chooser.choices) == 5 and len(clock.calls) == 5 * n_calls
+    assert len(chooser.choices) == 6 and len(clock.calls) == 6 * n_calls
 
 
 def test_times_forward_and_backward_when_gradients_are_needed(clock, monkeypatch):
@@ -86,7 +119,7 @@ def test_times_forward_and_backward_when_gradients_are_needed(clock, monkeypatch
     backward = []
     real_grad = torch.autograd.grad
     monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: backward.append(1) or real_grad(*a, **k))
-    chooser = conv_choice.ConvChooser(clock=clock, rounds=1)
+    chooser = conv_choice.ConvChooser(clock=clock, rounds=1, max_rounds=1)
     chooser.choose(*_conv())
     assert len(backward) == 4  # 2 candidates x (warm-up + 1 round)
     with torch.no_grad():

@@ -8,6 +8,7 @@ from torch.autograd.functional import jacobian
 from multiflow_pl.models import conv_choice
 from multiflow_pl.models.coupling import ViewPermutation, soft_clamp
 from multiflow_pl.models.flow import MultiViewFlow, noise_condition
+from multiflow_pl.models.fusion import _slot_groups
 from multiflow_pl.models.graph import GRAPH_NAMES, reachable, view_graph
 
 MODES = ("per_edge", "shared")
@@ -293,3 +294,16 @@ def test_parameter_count_at_paper_settings():
     expected = expected_parameters(304, 5, 16, "per_edge", 64, (3, 3, 3, 3, 3, 5), 1)
     assert 63.5e6 < expected < 64.5e6
     assert MultiViewFlow(304, 5, "top_ring").n_parameters == expected
+
+
+@pytest.mark.parametrize("graph", GRAPH_NAMES)
+def test_folded_per_edge_weights_have_no_empty_slots(graph):
+    adjacency = view_graph(graph, V)
+    groups = _slot_groups(adjacency)
+    banks = torch.cat([bank.flatten() for _, _, bank in groups])
+    # every self weight and every edge weight exactly once: no zero slots for missing edges
+    assert sorted(banks.tolist()) == list(range(V + int(adjacency.sum())))
+    assert sorted(torch.cat([views for views, _, _ in groups]).tolist()) == list(range(V))
+    if graph == "top_ring":  # the top view hears from all four sides, each side from three views
+        assert [tuple(bank.shape) for _, _, bank in groups] == [(1, 5), (4, 4)]
+        assert [source is None for _, source, _ in groups] == [True, False]

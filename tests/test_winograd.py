@@ -137,7 +137,9 @@ def test_forced_winograd_falls_back_to_direct_where_unsupported(monkeypatch):
     CrossViewSubnet(4, 4, view_graph("top_ring", V), 7, hidden=8, conv_algorithm="winograd")(u)
     assert calls == []
     CrossViewSubnet(4, 4, view_graph("top_ring", V), 3, hidden=8, conv_algorithm="winograd")(u)
-    assert calls == [(V * 8, 4, 3, 3), (V * 8, V * 8, 3, 3)]
+    # first conv; then the folded per-edge conv, one per in-degree: the top view reads all 5 views, the
+    # 4 side views 4 each (2 * 4 outputs per view)
+    assert calls == [(V * 8, 4, 3, 3), (8, V * 8, 3, 3), (4 * 8, 4 * 8, 3, 3)]
     with pytest.raises(ValueError, match="conv_algorithm"):
         CrossViewSubnet(4, 4, view_graph("ring", V), 3, conv_algorithm="fft")
 

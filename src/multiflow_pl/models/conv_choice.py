@@ -8,6 +8,12 @@ on. Candidates are the library's convolution (``"direct"``) and the project's Wi
 only the library's. With gradients on, a timing is forward + backward (as in a training step); without,
 the forward alone.
 
+The timing is made robust to other processes on the machine: with one torch thread the clock is the
+thread's CPU time (waiting for a core does not count); candidates alternate, in turn first and second; the
+fastest of the timed rounds decides (load only ever adds time); and when the two are within ``margin`` of
+each other, more rounds are timed (up to ``max_rounds``). A choice still within the margin is a tie, and a
+tie goes to ``"direct"`` (the library's: no extra memory and about half Winograd's float32 rounding error).
+
 Choices can also persist between processes: set ``MULTIFLOW_PL_CONV_CACHE`` to a JSON file. Its entries are
 keyed by the CPU model, the torch build and the thread count, so a file carried to another machine or torch
 version is ignored there (and completed with that machine's own entries).
@@ -17,9 +23,9 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,28 +86,47 @@ def machine_key() -> str:
 
 
 def conv_key(x: torch.Tensor, weight: torch.Tensor, groups: int) -> str:
-    """One convolution kind: shapes, strides, groups, dtype, device, threads and gradient needs."""
-    grads = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    """One convolution kind: shapes, strides, groups, dtype, device, threads and which of input and weight
+    need gradients (``grad`` + two digits; a backward without the input gradient costs about a third
+    less)."""
+    grads = "".join(str(int(torch.is_grad_enabled() and t.requires_grad)) for t in (x, weight))
     return (
         f"x{tuple(x.shape)}s{x.stride()} w{tuple(weight.shape)} g{groups} {x.dtype} {x.device} "
-        f"t{torch.get_num_threads()} grad{int(grads)}"
+        f"t{torch.get_num_threads()} grad{grads}"
     )
+
+
+def default_clock() -> float:
+    """Seconds for timing a candidate: the thread's CPU time when torch runs on one thread (other processes
+    on the machine do not inflate it), else wall time."""
+    return time.thread_time() if torch.get_num_threads() == 1 else time.perf_counter()
 
 
 class ConvChooser:
     """Times the candidate algorithms of each new convolution kind and remembers the fastest.
 
     Args:
-        clock: seconds, as ``time.perf_counter`` (tests pass a fake one).
+        clock: seconds, as :func:`default_clock` (tests pass a fake one).
         rounds: timed rounds per candidate after one untimed warm-up; candidates alternate within a round
-            and the median decides.
+            (the order flips each round) and each candidate's fastest round counts.
+        max_rounds: the most rounds timed while the best two are within ``margin``.
+        margin: relative difference below which two candidates count as equally fast; a final tie goes to
+            the first candidate (``"direct"``).
         cache_file: JSON file to read and extend with choices (None: this process only).
     """
 
     def __init__(
-        self, clock: Callable[[], float] = time.perf_counter, rounds: int = 3, cache_file: Path | None = None
+        self,
+        clock: Callable[[], float] = default_clock,
+        rounds: int = 3,
+        max_rounds: int = 9,
+        margin: float = 0.05,
+        cache_file: Path | None = None,
     ) -> None:
-        self.clock, self.rounds, self.cache_file = clock, rounds, cache_file
+        if not 1 <= rounds <= max_rounds:
+            raise ValueError(f"Need 1 <= rounds <= max_rounds, got {rounds} and {max_rounds}.")
+        self.clock, self.rounds, self.max_rounds, self.margin = clock, rounds, max_rounds, margin
+        self.cache_file = cache_file
         self.choices: dict[str, str] = {}
         self.timings: dict[str, dict[str, float]] = {}
         if cache_file is not None and cache_file.exists():
@@ -116,14 +141,25 @@ class ConvChooser:
         key = conv_key(x, weight, groups)
         if key not in self.choices:
             self.timings[key] = self._measure(names, x, weight, bias, groups)
-            self.choices[key] = min(names, key=self.timings[key].__getitem__)
+            self.choices[key] = self._pick(names, self.timings[key])
             self._save()
         return self.choices[key]
+
+    def _close(self, times: dict[str, float]) -> bool:
+        """Whether the fastest two candidates are within the margin of each other."""
+        best, second = sorted(times.values())[:2]
+        return second <= best * (1 + self.margin)
+
+    def _pick(self, names: list[str], times: dict[str, float]) -> str:
+        """The fastest candidate; the first of ``names`` when it is within the margin of the fastest."""
+        fastest = min(names, key=times.__getitem__)
+        return names[0] if times[names[0]] <= times[fastest] * (1 + self.margin) else fastest
 
     def _measure(
         self, names: list[str], x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int
     ) -> dict[str, float]:
-        """Median seconds per candidate on detached copies of the inputs (forward, + backward if needed)."""
+        """Fastest round's seconds per candidate on detached copies of the inputs (forward, + backward if
+        needed)."""
         grads = torch.is_grad_enabled()
         x, weight, bias = (
             None if t is None else t.detach().requires_grad_(grads and t.requires_grad)
@@ -141,14 +177,17 @@ class ConvChooser:
             if out.is_cuda:
                 torch.cuda.synchronize(out.device)
 
-        times: dict[str, list[float]] = {name: [] for name in names}
-        for round_ in range(self.rounds + 1):
-            for name in names:
+        for name in names:  # warm-up: first-use allocations and kernel set-up
+            run(name)
+        best = dict.fromkeys(names, math.inf)
+        round_ = 0
+        while round_ < self.rounds or (round_ < self.max_rounds and self._close(best)):
+            for name in names if round_ % 2 == 0 else names[::-1]:
                 start = self.clock()
                 run(name)
-                if round_:  # round 0 warms up
-                    times[name].append(self.clock() - start)
-        return {name: statistics.median(t) for name, t in times.items()}
+                best[name] = min(best[name], self.clock() - start)
+            round_ += 1
+        return best
 
     def _save(self) -> None:
         """Merge this process's choices into the cache file (atomic replace)."""

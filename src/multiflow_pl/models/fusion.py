@@ -11,9 +11,10 @@ For view i (own weights per view), with u_i its conditioning half and replicate 
 gamma_i (one scalar per view, initialised to 0) gates the whole output, own path and messages alike, as in
 the paper and CS-Flow: a new coupling is the identity, so a new flow is its channel permutations alone.
 M_{j->i} is a conv k x k with own weights per directed edge (``"per_edge"``, the paper) or one conv shared by
-all edges (``"shared"``). The self conv, the messages, the gammas and the 1/deg mean are folded into a single
-convolution: per edge, the input of view i is [h_i, h_{n_1}, ..., h_{n_D}] with weight
-gamma_i [W_i, W_{n_1->i}/deg_i, ...]; shared, the input is [h_i, mean_j h_j] with weight gamma_i [W_i, M].
+all edges (``"shared"``). The self conv, the messages, the gammas and the 1/deg mean are folded into one
+convolution per in-degree: per edge, the input of view i is [h_i, h_{n_1}, ..., h_{n_D}] with weight
+gamma_i [W_i, W_{n_1->i}/deg_i, ...] (views with equal D share a grouped convolution, so no weight slot is
+zero); shared, the input is [h_i, mean_j h_j] with weight gamma_i [W_i, M].
 
 Each convolution runs by the algorithm measured fastest on the running machine (``conv_algorithm="auto"``,
 see :mod:`multiflow_pl.models.conv_choice`): the library's or a Winograd convolution
@@ -45,32 +46,33 @@ def _uniform_init(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
     return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
 
 
-def _message_slots(adj: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """Input slots of the folded per-edge convolution.
+def _slot_groups(adj: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+    """Input slots of the folded per-edge convolution, one group (one convolution) per in-degree.
 
-    Returns ``(source_view [V, S] or None, bank_index [V, S], is_message [V, S])``. The weight bank is
-    ``cat(self weights [V], edge weights [E], one zero row)``; ``source_view`` None means slot s is view s
-    for every target (dense case, S = V, no gather needed). Edges are numbered in ``adj.nonzero()`` order.
+    Views with the same number of senders share a grouped convolution whose input for view i is
+    ``[h_i, h_{n_1}, ..., h_{n_D}]``, so no slot is empty (a single convolution over all views would need
+    zero weights for the missing edges: in top_ring 4 of 25 slots). Returns per group, in order of each
+    group's first view, ``(views [G], source_view [G, S] or None, bank_index [G, S])``; the weight bank is
+    ``cat(self weights [V], edge weights [E])`` with edges numbered in ``adj.nonzero()`` order.
+    ``source_view`` None means the group's views hear from all others: slot s is view s (no gather, one
+    ungrouped convolution over all views).
     """
     n_views = adj.shape[0]
     edge_index = torch.full((n_views, n_views), -1, dtype=torch.long)
     edge_index[adj] = torch.arange(int(adj.sum()))
-    zero_row = n_views + int(adj.sum())
-    in_degree = adj.sum(1)
-    if int(in_degree.max()) == n_views - 1:
-        # Some view hears from all others: one ungrouped conv over all views costs the same as a gather.
-        bank = torch.where(adj, n_views + edge_index, zero_row)
-        bank[torch.arange(n_views), torch.arange(n_views)] = torch.arange(n_views)
-        return None, bank, adj.float()
-    n_slots = 1 + int(in_degree.max())
-    source = torch.zeros(n_views, n_slots, dtype=torch.long)
-    bank = torch.full((n_views, n_slots), zero_row, dtype=torch.long)
-    for i in range(n_views):
-        senders = adj[i].nonzero().flatten()
-        source[i, 0] = bank[i, 0] = i
-        source[i, 1 : 1 + len(senders)] = senders
-        bank[i, 1 : 1 + len(senders)] = n_views + edge_index[i, senders]
-    return source, bank, (bank >= n_views) & (bank < zero_row)
+    degrees = adj.sum(1).tolist()
+    groups = []
+    for degree in dict.fromkeys(degrees):  # distinct in-degrees, in order of first view
+        views = torch.tensor([v for v in range(n_views) if degrees[v] == degree])
+        if degree == n_views - 1:
+            bank = n_views + edge_index[views]
+            bank[torch.arange(len(views)), views] = views
+            groups.append((views, None, bank))
+            continue
+        source = torch.stack([torch.cat([v.view(1), adj[v].nonzero().flatten()]) for v in views])
+        bank = torch.cat([views[:, None], n_views + edge_index[views[:, None], source[:, 1:]]], dim=1)
+        groups.append((views, source, bank))
+    return groups
 
 
 class CrossViewSubnet(nn.Module):
@@ -144,11 +146,19 @@ class CrossViewSubnet(nn.Module):
         if message_weights == "shared":
             self.register_buffer("adjacency", adjacency.float(), persistent=False)
         else:
-            source, bank, is_message = _message_slots(adjacency)
-            self.register_buffer("slot_source", source, persistent=False)
-            self.register_buffer("slot_bank", bank, persistent=False)
-            self.register_buffer("slot_is_self", (bank < n_views).float(), persistent=False)
-            self.register_buffer("slot_is_message", is_message.float(), persistent=False)
+            groups = _slot_groups(adjacency)
+            self.slot_dense = tuple(source is None for _, source, _ in groups)
+            for g, (views, source, bank) in enumerate(groups):
+                self.register_buffer(f"slot{g}_views", views, persistent=False)
+                self.register_buffer(f"slot{g}_source", source, persistent=False)
+                self.register_buffer(f"slot{g}_bank", bank, persistent=False)
+                self.register_buffer(f"slot{g}_is_self", (bank < n_views).float(), persistent=False)
+            order = torch.cat([views for views, _, _ in groups])
+            self.register_buffer(
+                "slot_view_order",
+                None if torch.equal(order, torch.arange(n_views)) else order.argsort(),
+                persistent=False,
+            )
 
     def _conv(
         self, pixels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int
@@ -175,25 +185,34 @@ class CrossViewSubnet(nn.Module):
         out = conv_choice.conv2d(image, weight, bias, groups, algorithm).to(dtype)
         return out.permute(0, 2, 3, 1)
 
-    def _per_edge_layer(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """Folded self + per-edge message conv of ``hidden [B, h, w, V, hid]``.
+    def _per_edge_layer(
+        self, hidden: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]:
+        """Folded self + per-edge message convs of ``hidden [B, h, w, V, hid]``, one per slot group (see
+        :func:`_slot_groups`).
 
-        Returns (input [B, h, w, V*S*hid or V*hid], weight, bias, groups).
+        Returns per group (input [B, h, w, G*S*hid or V*hid], weight, bias, groups).
         """
-        n_views, c_out, k = self.n_views, 2 * self.out_channels, self.kernel_size
-        coef = self.gamma[:, None] * (self.slot_is_self + self.slot_is_message / self.in_degree[:, None])
-        zero_w = self.self_weight.new_zeros(1, *self.self_weight.shape[1:])
-        zero_b = self.self_bias.new_zeros(1, c_out)
-        weight_bank = torch.cat([self.self_weight, self.message_weight, zero_w])
-        bias_bank = torch.cat([self.self_bias, self.message_bias, zero_b])
-        n_slots = self.slot_bank.shape[1]
-        weight = weight_bank[self.slot_bank.flatten()].view(n_views, n_slots, c_out, self.hidden, k, k)
-        weight = (weight * coef[:, :, None, None, None, None]).transpose(1, 2)
-        weight = weight.reshape(n_views * c_out, n_slots * self.hidden, k, k)
-        bias = (bias_bank[self.slot_bank] * coef[:, :, None]).sum(1).flatten()
-        if self.slot_source is None:  # dense: every view reads all views, one ungrouped conv
-            return hidden.flatten(3), weight, bias, 1
-        return hidden.index_select(3, self.slot_source.flatten()).flatten(3), weight, bias, n_views
+        c_out, k = 2 * self.out_channels, self.kernel_size
+        weight_bank = torch.cat([self.self_weight, self.message_weight])
+        bias_bank = torch.cat([self.self_bias, self.message_bias])
+        convs = []
+        for g, dense in enumerate(self.slot_dense):
+            views, bank = getattr(self, f"slot{g}_views"), getattr(self, f"slot{g}_bank")
+            is_self = getattr(self, f"slot{g}_is_self")
+            scale = is_self + (1 - is_self) / self.in_degree[views, None]
+            coef = self.gamma[views, None] * scale  # [G, S]
+            n_group, n_slots = bank.shape
+            weight = weight_bank[bank.flatten()].view(n_group, n_slots, c_out, self.hidden, k, k)
+            weight = (weight * coef[:, :, None, None, None, None]).transpose(1, 2)
+            weight = weight.reshape(n_group * c_out, n_slots * self.hidden, k, k)
+            bias = (bias_bank[bank] * coef[:, :, None]).sum(1).flatten()
+            if dense:  # these views read all views: one ungrouped conv
+                convs.append((hidden.flatten(3), weight, bias, 1))
+            else:
+                source = getattr(self, f"slot{g}_source")
+                convs.append((hidden.index_select(3, source.flatten()).flatten(3), weight, bias, n_group))
+        return convs
 
     def _shared_layer(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """Folded self + shared message conv on [h_i, mean_j h_j] of ``hidden [B, h, w, V, hid]``.
@@ -229,12 +248,15 @@ class CrossViewSubnet(nn.Module):
         if self.n_edges == 0:
             weight = (self.gamma.view(n_views, 1, 1, 1, 1) * self.self_weight).flatten(0, 1)
             bias = (self.gamma[:, None] * self.self_bias).flatten()
-            inputs, groups = hidden.flatten(3), n_views
+            convs = [(hidden.flatten(3), weight, bias, n_views)]
         elif self.message_weights == "per_edge":
-            inputs, weight, bias, groups = self._per_edge_layer(hidden)
+            convs = self._per_edge_layer(hidden)
         else:
-            inputs, weight, bias, groups = self._shared_layer(hidden)
-        out = self._conv(inputs, weight, bias, groups).unflatten(3, (n_views, 2 * self.out_channels))
+            convs = [self._shared_layer(hidden)]
+        outs = [self._conv(*conv) for conv in convs]
+        out = (outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)).unflatten(3, (n_views, -1))
+        if self.message_weights == "per_edge" and self.n_edges and self.slot_view_order is not None:
+            out = out.index_select(3, self.slot_view_order)
         return out.split(self.out_channels, dim=-1)
 
     def extra_repr(self) -> str:
