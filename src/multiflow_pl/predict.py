@@ -12,6 +12,12 @@ preprocessing come from the checkpoint alone. Written into the run directory, al
 * ``summary.json``: counts, the threshold and how scores were normalised (written last).
 
 Without a fitted threshold (trained with ``data.val_fraction=0``) only raw scores are reported.
+
+Speed on CPU (``backbone_freeze``, ``backbone_chunk``; off by default, so that the scores equal the
+evaluation's bit for bit): :class:`FastBackbone` runs the backbone TorchScript-frozen (batch norm folded
+into the convolutions, oneDNN kernels) and on chunks of a few images (a batch of 8 samples is 40 images,
+whose activations overflow the CPU caches); features then differ from the eager ones by float rounding
+(~2e-6 relative). Measured in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import logging
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +36,7 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 from torch.utils.data import DataLoader
 
 from multiflow_pl.cli import entry_point
@@ -74,6 +82,9 @@ def predict(cfg: DictConfig) -> dict:
     auto_device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(auto_device if cfg.device == "auto" else cfg.device)
     scorer = ScoringModel(module, data.foreground, round_features=bool(data.cache_features)).to(device)
+    scorer.backbone = FastBackbone.configured(
+        scorer.backbone, cfg.get("backbone_freeze", False), cfg.get("backbone_chunk")
+    )
     loader = _image_loader(found, scorer, data, cfg)
     threshold = module.threshold
     if threshold is None:
@@ -106,6 +117,58 @@ def predict(cfg: DictConfig) -> dict:
         (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("Scored %d samples: %s. Outputs in %s", len(rows), summary["decisions"], run_dir)
     return summary
+
+
+class FastBackbone(nn.Module):
+    """A frozen feature extractor run for speed: optionally TorchScript-frozen, on chunks of images.
+
+    Args:
+        backbone: the extractor (:class:`~multiflow_pl.models.backbone.FeatureExtractor`, in eval mode):
+            images [N,3,S,S] -> features [N,C,h,w].
+        freeze: trace it with ``torch.jit.trace``, then ``torch.jit.freeze`` and
+            ``torch.jit.optimize_for_inference`` (folds batch norm into the convolutions, oneDNN kernels on
+            CPU). Same function, different float rounding.
+        chunk: images per call (None: the whole batch at once). Results do not depend on it beyond float
+            rounding; a cache-sized chunk (one sample's views) avoids re-reading activations from memory.
+    """
+
+    def __init__(self, backbone: nn.Module, freeze: bool = True, chunk: int | None = 5) -> None:
+        super().__init__()
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"backbone_chunk={chunk}; expected a positive number of images or null.")
+        self.input_size = backbone.input_size
+        self.feature_size = backbone.feature_size
+        self.out_channels = backbone.out_channels
+        self.chunk = chunk
+        self.frozen = bool(freeze)
+        self.model = self._freeze(backbone.eval()) if freeze else backbone
+
+    def _freeze(self, backbone: nn.Module) -> torch.jit.ScriptModule:
+        device = next(backbone.buffers()).device
+        example = torch.rand(self.chunk or 1, 3, self.input_size, self.input_size, device=device)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # branches on static shapes
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated (torch >= 2.10)
+            traced = torch.jit.trace(backbone, example, check_trace=False)
+            return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+
+    @classmethod
+    def configured(cls, backbone: nn.Module, freeze: bool | str, chunk: int | None) -> nn.Module:
+        """``backbone`` itself when neither option is on (the exact eager path), else the fast one."""
+        if freeze == "auto":
+            freeze = next(backbone.buffers()).device.type == "cpu"
+        if not isinstance(freeze, bool):
+            raise ValueError(f"backbone_freeze={freeze!r}; expected true, false or auto.")
+        if not freeze and chunk is None:
+            return backbone
+        return cls(backbone, freeze, chunk)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [N,3,S,S] in [0,1] -> features [N,C,h,w], ``chunk`` images at a time."""
+        if self.chunk is None or images.shape[0] <= self.chunk:
+            return self.model(images)
+        return torch.cat([self.model(part) for part in images.split(self.chunk)])
 
 
 def _image_loader(found: FoundSamples, scorer: ScoringModel, data: DictConfig, cfg: DictConfig) -> DataLoader:
