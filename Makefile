@@ -51,7 +51,7 @@ bench: $(STAMP)  ## run the benchmarks (tables printed; see docs/benchmarks.md)
 
 bench-peers: $(STAMP)  ## Multi-Flow vs anomalib's PatchCore, FastFlow, CS-Flow on the synthetic benchmark (CPU)
 	$(PY) -m pip install -q -e '.[peers]'
-	PYTHONPATH=src $(PY) benchmarks/peers.py --root logs/peers --plot docs/images/peers_sample_auroc.png
+	PYTHONPATH=src $(PY) benchmarks/peers.py --root logs/peers --plot docs/images/peers_sample_auroc.png --results docs/results.md
 
 clean:  ## remove caches and run outputs (keeps .venv and data/)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

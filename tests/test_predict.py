@@ -121,3 +121,43 @@ def test_user_errors_end_in_one_line_and_leave_no_outputs(tmp_path, tiny_run, ca
     assert stopped.value.code == 2
     assert re.match(expected, capsys.readouterr().err)
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_fast_backbone_scores_match_the_exact_path(tmp_path, tiny_run):
+    split_json = tiny_run.data_root / "realiad_jsons" / "can.json"
+    _, exact = run_predict(tmp_path / "exact", tiny_run.checkpoint, split_json, "heatmaps=false")
+    summary, fast = run_predict(
+        tmp_path / "fast",
+        tiny_run.checkpoint,
+        split_json,
+        "heatmaps=false",
+        "backbone_freeze=true",
+        "backbone_chunk=3",  # 6 samples of 5 views per batch: 30 images in 10 chunks
+    )
+    assert summary["n_samples"] == len(fast) == len(exact) == 6
+    for a, b in zip(exact, fast, strict=True):
+        assert a["key"] == b["key"]
+        scores = [float(a[f"score_{v}"]) for v in VIEWS]
+        assert [float(b[f"score_{v}"]) for v in VIEWS] == pytest.approx(scores, rel=1e-3, abs=1e-3)
+
+
+def test_fast_backbone_chunks_and_freezes_the_extractor():
+    from multiflow_pl.models.backbone import FeatureExtractor
+    from multiflow_pl.models.fast_backbone import FastBackbone
+
+    backbone = FeatureExtractor("resnet18", ["layer2"], input_size=64).eval()
+    assert FastBackbone.configured(backbone, False, None) is backbone  # the exact eager path
+    with pytest.raises(ValueError, match="backbone_chunk"):
+        FastBackbone(backbone, freeze=False, chunk=0)
+    with pytest.raises(ValueError, match="backbone_freeze"):
+        FastBackbone.configured(backbone, "yes", None)
+    fast = FastBackbone.configured(backbone, "auto", 2)  # auto: frozen on CPU
+    assert isinstance(fast, FastBackbone) and fast.frozen
+    assert isinstance(fast.model, torch.jit.ScriptModule)
+    assert (fast.input_size, fast.feature_size, fast.out_channels) == (64, (8, 8), 128)
+    chunked = FastBackbone(backbone, freeze=False, chunk=2)
+    for n in (1, 3, 7):  # batch sizes other than the traced one, and a partial last chunk
+        images = torch.rand(n, 3, 64, 64)
+        expected = backbone(images)
+        torch.testing.assert_close(chunked(images), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fast(images), expected, rtol=1e-4, atol=1e-4)

@@ -12,6 +12,12 @@ preprocessing come from the checkpoint alone. Written into the run directory, al
 * ``summary.json``: counts, the threshold and how scores were normalised (written last).
 
 Without a fitted threshold (trained with ``data.val_fraction=0``) only raw scores are reported.
+
+Speed on CPU (``backbone_freeze``, ``backbone_chunk``; off by default, so that the scores equal the
+evaluation's bit for bit): :class:`FastBackbone` runs the backbone TorchScript-frozen (batch norm folded
+into the convolutions, oneDNN kernels) and on chunks of a few images (a batch of 8 samples is 40 images,
+whose activations overflow the CPU caches); features then differ from the eager ones by float rounding
+(~2e-6 relative; :mod:`multiflow_pl.models.fast_backbone`). Measured in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from multiflow_pl.data.inputs import FoundSamples, find_samples
 from multiflow_pl.data.profile import FLAG_KINDS, InputFlag, format_flags, input_flags
 from multiflow_pl.evaluation.plots import plot_sample_sheet
 from multiflow_pl.evaluation.writers import write_csv
+from multiflow_pl.models.fast_backbone import FastBackbone
 from multiflow_pl.models.model import MultiFlowModel
 from multiflow_pl.models.threshold import NORMALISATION, Threshold
 from multiflow_pl.pipeline import load_trained_model
@@ -72,6 +79,9 @@ def predict(cfg: DictConfig) -> dict:
     auto_device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(auto_device if cfg.device == "auto" else cfg.device)
     model = trained.model.to(device)
+    model.backbone = FastBackbone.configured(
+        model.backbone, cfg.get("backbone_freeze", False), cfg.get("backbone_chunk")
+    )
     loader = _image_loader(found, model, data, cfg)
     if threshold is None:
         log.warning(NO_THRESHOLD)
