@@ -40,7 +40,8 @@ def auto_foreground(
     )
     # The (lower) median as torch.median gives it, from a sort: the same values, and ONNX can express it.
     background = frame.sort(dim=2).values[..., (frame.shape[2] - 1) // 2, None, None]
-    distance = (images - background).norm(dim=1, keepdim=True)
+    # Not Tensor.norm(dim=1): reducing over the strided channel axis runs ~25x slower there on CPU.
+    distance = (images - background).square().sum(dim=1, keepdim=True).sqrt()
     pixel_fg = (distance > threshold).float()
     cell_fg = (F.adaptive_avg_pool2d(pixel_fg, feature_size) > 0.05).float()
     return F.max_pool2d(cell_fg, kernel_size=3, stride=1, padding=1).squeeze(1)
