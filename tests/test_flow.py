@@ -8,7 +8,7 @@ from torch.autograd.functional import jacobian
 from multiflow_pl.models import conv_choice
 from multiflow_pl.models.coupling import ViewPermutation, soft_clamp
 from multiflow_pl.models.flow import MultiViewFlow, noise_condition
-from multiflow_pl.models.fusion import _slot_groups
+from multiflow_pl.models.fusion import _slot_groups, keep_folded_weights
 from multiflow_pl.models.graph import GRAPH_NAMES, reachable, view_graph
 
 MODES = ("per_edge", "shared")
@@ -253,6 +253,9 @@ def test_permutation_is_seeded_per_view_and_invertible():
     assert torch.equal(y[:, 3], x[:, 3, perm.perm[3]])
     assert torch.equal(perm.inverse(y), x)
     assert {"perm", "inverse_perm"} <= set(perm.state_dict())
+    pixels = x.permute(0, 3, 4, 1, 2)  # pixel-major [B, h, w, V, C], a strided view as the flow passes it
+    assert torch.equal(perm(pixels, view_dim=3), y.permute(0, 3, 4, 1, 2))
+    assert torch.equal(perm.inverse(perm(pixels, view_dim=3), view_dim=3), pixels)
 
 
 def test_noise_condition_is_shared_over_views_and_channels():
@@ -307,3 +310,45 @@ def test_folded_per_edge_weights_have_no_empty_slots(graph):
     if graph == "top_ring":  # the top view hears from all four sides, each side from three views
         assert [tuple(bank.shape) for _, _, bank in groups] == [(1, 5), (4, 4)]
         assert [source is None for _, source, _ in groups] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("graph", "mode"), [("top_ring", "per_edge"), ("none", "per_edge"), ("ring", "shared")]
+)
+def test_kept_folded_weights_score_exactly_and_refold_outside_the_block(graph, mode):
+    flow = make_flow(graph, mode, conv_algorithm="direct")
+    x, cond = features()
+    with torch.no_grad():
+        expected, expected_cond = flow.nll(x), flow.nll(x, cond)
+        with keep_folded_weights(flow):
+            with keep_folded_weights(flow):  # nested: the outer block keeps what the inner folded
+                assert torch.equal(flow.nll(x), expected)
+            assert torch.equal(flow.nll(x), expected) and torch.equal(flow.nll(x, cond), expected_cond)
+            assert all(len(m._folded) == 2 for m in flow.modules() if hasattr(m, "_folded"))
+            flow.couplings[0].subnet_a.gamma.mul_(0.5)  # the block promises no change: kept weights stay
+            kept = flow.nll(x)
+            assert torch.equal(kept, expected)
+        changed = flow.nll(x)  # outside the block: folded afresh
+    assert not torch.equal(changed, expected)
+    with keep_folded_weights(flow):
+        loss = flow.nll(x).mean()  # gradients recorded: folded in the call, so gamma gets its gradient
+        loss.backward()
+    assert torch.equal(flow.nll(x).detach(), changed)
+    assert flow.couplings[0].subnet_a.gamma.grad.abs().sum() > 0
+    assert all(m._folded is None for m in flow.modules() if hasattr(m, "_folded"))
+
+
+def test_set_conv_dtype_switches_a_float32_flow_to_bfloat16_convolutions():
+    flow = make_flow("top_ring", "per_edge", conv_algorithm="direct")
+    reference = make_flow("top_ring", "per_edge", conv_algorithm="direct", conv_dtype="bfloat16")
+    x, _ = features()
+    with torch.no_grad(), keep_folded_weights(flow):
+        exact = flow.nll(x)
+        flow.set_conv_dtype("bfloat16")  # drops the float32 weights kept so far
+        assert torch.equal(flow.nll(x), reference.nll(x))
+        assert not torch.equal(flow.nll(x), exact)
+        assert (flow.nll(x) - exact).abs().max() < 0.05 * exact.abs().max()
+        flow.set_conv_dtype(None)
+        assert torch.equal(flow.nll(x), exact)
+    with pytest.raises(ValueError, match="conv_dtype"):
+        flow.set_conv_dtype("float16")

@@ -31,8 +31,12 @@ class ViewPermutation(nn.Module):
     def _permute(x: torch.Tensor, perm: torch.Tensor, view_dim: int) -> torch.Tensor:
         n_views, channels = perm.shape
         offsets = torch.arange(n_views, device=perm.device)[:, None] * channels
-        flat = x.flatten(view_dim, view_dim + 1).index_select(view_dim, (perm + offsets).flatten())
-        return flat.unflatten(view_dim, (n_views, channels))
+        index = (perm + offsets).flatten()
+        flat = x.flatten(view_dim, view_dim + 1)
+        if view_dim + 2 == x.dim():  # channels last: as rows of a matrix, ~5x faster on CPU than dim 3 of 4
+            rows = flat.reshape(-1, n_views * channels).index_select(1, index)
+            return rows.view(*x.shape[:view_dim], n_views, channels)
+        return flat.index_select(view_dim, index).unflatten(view_dim, (n_views, channels))
 
     def forward(self, x: torch.Tensor, view_dim: int = 1) -> torch.Tensor:
         """``[B, V, C, h, w]`` (or any layout, see ``view_dim``) -> same, view v's channels reordered by
