@@ -7,15 +7,18 @@ synthetic benchmark's test split (generated under ``--root`` when absent). The m
 (the weights do not change the speed). After the end-to-end pass, each stage is timed alone on the same
 batches: decode, backbone, and the rest of the scoring model (flow, maps, scores).
 
-``--paths exact fast`` times predict's exact (eager) backbone and its fast one (``backbone_freeze=true
-backbone_chunk=5``, :class:`multiflow_pl.models.fast_backbone.FastBackbone`) end to end in one run.
-``--levers`` first
+``--paths exact fast fast_bf16`` times predict's speed settings end to end in one run: ``exact`` (the eager
+backbone, the default), ``fast`` (``backbone_freeze=true backbone_chunk=5``,
+:class:`multiflow_pl.models.fast_backbone.FastBackbone`) and ``fast_bf16`` (also
+``flow_conv_dtype=bfloat16``). As in predict, the flow folds its weights once for the run
+(:func:`multiflow_pl.models.fusion.keep_folded_weights`). ``--levers`` first
 times the backbone alone under each speed lever side by side (rounds interleaved, so a shared machine's
 load falls on all alike; best round kept), with its ratio to the eager backbone and the features' largest
 difference relative to their largest magnitude.
 
     PYTHONPATH=src python benchmarks/bench_predict.py --root /tmp/bench --samples 24 --threads 2
     PYTHONPATH=src python benchmarks/bench_predict.py --threads 1 --samples 16 --levers --paths exact fast
+    PYTHONPATH=src python benchmarks/bench_predict.py --ckpt CKPT --paths exact fast fast_bf16
     PYTHONPATH=src python benchmarks/bench_predict.py --ckpt RUN/checkpoints/last.ckpt --device cuda
 """
 
@@ -39,10 +42,15 @@ from torch.utils.data import DataLoader
 from multiflow_pl.config import config_dir
 from multiflow_pl.data.dataset import MultiViewImageDataset, collate_samples
 from multiflow_pl.models.fast_backbone import FastBackbone
+from multiflow_pl.models.fusion import keep_folded_weights
 from multiflow_pl.models.model import MultiFlowModel
 from multiflow_pl.pipeline import build_module, load_trained_model
 
-PATHS = {"exact": (False, None), "fast": (True, 5)}  # backbone_freeze, backbone_chunk
+PATHS = {  # predict's backbone_freeze, backbone_chunk, flow_conv_dtype
+    "exact": (False, None, None),
+    "fast": (True, 5, None),
+    "fast_bf16": (True, 5, "bfloat16"),
+}
 
 
 def untrained_model(overrides: list[str]) -> tuple[MultiFlowModel, DictConfig]:
@@ -64,14 +72,19 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]
 
 
 def run(
-    scorer: MultiFlowModel, dataset: MultiViewImageDataset, batch: int, device: torch.device, threshold
+    scorer: MultiFlowModel,
+    dataset: MultiViewImageDataset,
+    batch: int,
+    device: torch.device,
+    threshold,
+    workers: int = 0,
 ) -> dict:
     """End-to-end wall and CPU time per sample, samples per second, and the CPU time of each stage alone.
 
     Process CPU time is the figure that survives a shared machine: the wall time of a run that others
     slow down is not what the same work takes on idle cores (with several threads it sums their times).
     """
-    loader = DataLoader(dataset, batch_size=batch, collate_fn=collate_samples)
+    loader = DataLoader(dataset, batch_size=batch, collate_fn=collate_samples, num_workers=workers)
     limit = torch.tensor(float("inf") if threshold is None else threshold.value)
 
     def score(images: torch.Tensor) -> torch.Tensor:
@@ -168,6 +181,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0, help="decoding processes (predict's num_workers)")
     parser.add_argument(
         "--paths", nargs="+", default=["exact"], choices=list(PATHS), help="backbone paths timed end to end"
     )
@@ -186,7 +200,7 @@ def main() -> None:
         : args.samples
     ]
     scorer = scorer.to(device)
-    exact_backbone = scorer.backbone
+    exact_backbone, flow_conv_dtype = scorer.backbone, cfg.model.flow.get("conv_dtype")
     dataset = MultiViewImageDataset(samples, scorer.input_size, 0, scorer.feature_size)
     print(
         f"{cfg.backbone.name} {list(cfg.backbone.layers)} at {scorer.input_size} px, flow "
@@ -210,10 +224,12 @@ def main() -> None:
     )
     print("|---|---:|" + "---:|" * len(columns))
     for path in args.paths:
-        scorer.backbone = FastBackbone.configured(exact_backbone, *PATHS[path])
-        with torch.no_grad():
+        freeze, chunk, conv_dtype = PATHS[path]
+        scorer.backbone = FastBackbone.configured(exact_backbone, freeze, chunk)
+        scorer.flow.set_conv_dtype(conv_dtype or flow_conv_dtype)
+        with torch.inference_mode(), keep_folded_weights(scorer):
             for batch in args.batches:
-                r = run(scorer, dataset, batch, device, threshold)
+                r = run(scorer, dataset, batch, device, threshold, args.workers)
                 cells = " | ".join(f"{r[c]:.1f}" for c in columns)
                 print(f"| {path} | {batch} | {cells} |", flush=True)
 

@@ -5,7 +5,8 @@ For each category of the synthetic benchmark (data settings of ``conf/data/synth
 own pipeline; each peer is trained on the view images of the same training samples (the validation
 hold-out excluded, as for Multi-Flow) and scores every test view; a sample's score is the max over its
 views. All metrics come from ``multiflow_pl.evaluation.metrics``. Scoring throughput is timed on random
-images of 5 views at batch 1 and 8 samples (preprocessed tensors: backbone, model, maps, scores). Needs the
+images of 5 views at batch 1 and 8 samples (preprocessed tensors: backbone, model, maps, scores; Multi-Flow
+as ``multiflow_pl.predict`` scores by default, see ``bench_predict.py`` for its faster settings). Needs the
 ``peers`` extra (``pip install '.[peers]'``).
 
     PYTHONPATH=src python benchmarks/peers.py --root /tmp/peers --categories can --epochs 2
@@ -40,6 +41,7 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from multiflow_pl.config import config_dir
+from multiflow_pl.models.fusion import keep_folded_weights
 from multiflow_pl.peers import PEERS, ViewImageDataset, build_peer, evaluate_views
 from multiflow_pl.pipeline import load_trained_model
 
@@ -87,7 +89,8 @@ def run_multiflow(root: Path, category: str, graph: str, overrides: list[str], r
     checkpoint = root / "runs" / name / "checkpoints" / "last.ckpt"
     record["train_s"] = fit_seconds(checkpoint)
     scorer = load_trained_model(checkpoint).model
-    speed = throughput(scorer, scorer.input_size, repeats)
+    with keep_folded_weights(scorer):  # as predict scores (its default, exact path)
+        speed = throughput(scorer, scorer.input_size, repeats)
     return {**record, **speed, "method": f"Multi-Flow {graph}"}
 
 

@@ -123,22 +123,24 @@ def test_user_errors_end_in_one_line_and_leave_no_outputs(tmp_path, tiny_run, ca
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
-def test_fast_backbone_scores_match_the_exact_path(tmp_path, tiny_run):
+def test_fast_settings_score_close_to_the_exact_path(tmp_path, tiny_run):
     split_json = tiny_run.data_root / "realiad_jsons" / "can.json"
     _, exact = run_predict(tmp_path / "exact", tiny_run.checkpoint, split_json, "heatmaps=false")
+    fast_backbone = ("backbone_freeze=true", "backbone_chunk=3")  # 6 samples x 5 views a batch: 10 chunks
     summary, fast = run_predict(
-        tmp_path / "fast",
-        tiny_run.checkpoint,
-        split_json,
-        "heatmaps=false",
-        "backbone_freeze=true",
-        "backbone_chunk=3",  # 6 samples of 5 views per batch: 30 images in 10 chunks
+        tmp_path / "fast", tiny_run.checkpoint, split_json, "heatmaps=false", *fast_backbone
     )
-    assert summary["n_samples"] == len(fast) == len(exact) == 6
-    for a, b in zip(exact, fast, strict=True):
-        assert a["key"] == b["key"]
+    _, bf16 = run_predict(
+        tmp_path / "bf16", tiny_run.checkpoint, split_json, "heatmaps=false", "flow_conv_dtype=bfloat16"
+    )
+    assert summary["n_samples"] == len(fast) == len(exact) == len(bf16) == 6
+    for a, b, c in zip(exact, fast, bf16, strict=True):
+        assert a["key"] == b["key"] == c["key"]
         scores = [float(a[f"score_{v}"]) for v in VIEWS]
         assert [float(b[f"score_{v}"]) for v in VIEWS] == pytest.approx(scores, rel=1e-3, abs=1e-3)
+        bf16_scores = [float(c[f"score_{v}"]) for v in VIEWS]
+        assert bf16_scores != scores  # the flow's convolutions did run in bfloat16 ...
+        assert bf16_scores == pytest.approx(scores, rel=3e-2, abs=3e-2)  # ... 8 significant bits
 
 
 def test_fast_backbone_chunks_and_freezes_the_extractor():

@@ -13,11 +13,14 @@ preprocessing come from the checkpoint alone. Written into the run directory, al
 
 Without a fitted threshold (trained with ``data.val_fraction=0``) only raw scores are reported.
 
-Speed on CPU (``backbone_freeze``, ``backbone_chunk``; off by default, so that the scores equal the
-evaluation's bit for bit): :class:`FastBackbone` runs the backbone TorchScript-frozen (batch norm folded
-into the convolutions, oneDNN kernels) and on chunks of a few images (a batch of 8 samples is 40 images,
-whose activations overflow the CPU caches); features then differ from the eager ones by float rounding
-(~2e-6 relative; :mod:`multiflow_pl.models.fast_backbone`). Measured in docs/benchmarks.md.
+Speed (``backbone_freeze``, ``backbone_chunk``, ``flow_conv_dtype``; off by default, so that the scores
+equal the evaluation's bit for bit; measured in docs/benchmarks.md): :class:`FastBackbone` runs the backbone
+TorchScript-frozen (batch norm folded into the convolutions, oneDNN kernels) and on chunks of a few images
+(a batch of 8 samples is 40 images, whose activations overflow the CPU caches); features then differ from
+the eager ones by float rounding (~2e-6 relative; :mod:`multiflow_pl.models.fast_backbone`).
+``flow_conv_dtype=bfloat16`` runs the flow's convolutions in bfloat16 (CPUs with AMX or AVX-512 bf16, and
+GPUs), which moves scores by about 1e-2 relative. Always on, and exact: the flow folds its weights once
+for the whole run (:func:`~multiflow_pl.models.fusion.keep_folded_weights`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from multiflow_pl.data.profile import FLAG_KINDS, InputFlag, format_flags, input
 from multiflow_pl.evaluation.plots import plot_sample_sheet
 from multiflow_pl.evaluation.writers import write_csv
 from multiflow_pl.models.fast_backbone import FastBackbone
+from multiflow_pl.models.fusion import keep_folded_weights
 from multiflow_pl.models.model import MultiFlowModel
 from multiflow_pl.models.threshold import NORMALISATION, Threshold
 from multiflow_pl.pipeline import load_trained_model
@@ -82,6 +86,8 @@ def predict(cfg: DictConfig) -> dict:
     model.backbone = FastBackbone.configured(
         model.backbone, cfg.get("backbone_freeze", False), cfg.get("backbone_chunk")
     )
+    if cfg.get("flow_conv_dtype"):
+        model.flow.set_conv_dtype(cfg.flow_conv_dtype)
     loader = _image_loader(found, model, data, cfg)
     if threshold is None:
         log.warning(NO_THRESHOLD)
@@ -90,7 +96,11 @@ def predict(cfg: DictConfig) -> dict:
     names = list(found.samples[0].view_names)
     rows: list[dict] = []
     run_dir = Path(cfg.paths.output_dir)
-    with staged_folder(run_dir, last="summary.json") as stage, torch.inference_mode():
+    with (
+        staged_folder(run_dir, last="summary.json") as stage,
+        torch.inference_mode(),
+        keep_folded_weights(model),
+    ):
         n_heatmaps = len(found.samples) if cfg.get("max_heatmaps") is None else cfg.max_heatmaps
         batches = progress(loader, len(loader), f"Scoring {len(found.samples)} samples", cfg.progress)
         for batch in batches:

@@ -106,6 +106,13 @@ class MultiViewFlow(nn.Module):
         gates = [torch.stack([c.subnet_a.gamma, c.subnet_b.gamma]) for c in self.couplings]
         return torch.stack(gates).detach()
 
+    def set_conv_dtype(self, conv_dtype: ConvDtype) -> None:
+        """Run every subnetwork convolution in ``conv_dtype`` (None or ``"bfloat16"``) from now on, e.g. to
+        score faster with a model trained in float32."""
+        for coupling in self.couplings:
+            coupling.subnet_a.set_conv_dtype(conv_dtype)
+            coupling.subnet_b.set_conv_dtype(conv_dtype)
+
     def _check_inputs(self, x: torch.Tensor, cond: torch.Tensor | None) -> None:
         if x.dim() != 5 or x.shape[1] != self.n_views or x.shape[2] != self.channels:
             raise ValueError(
