@@ -28,9 +28,12 @@ def read_image(path: Path, size: int, flip: bool = False) -> torch.Tensor:
             pixels = _rgb_pixels(img, path)
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise DatasetError(f"Cannot read image {path}: {err}. Replace or remove the file.") from err
-    tensor = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)
-    tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    tensor = tensor.squeeze(0).clamp_(0.0, 1.0)
+    tensor = torch.from_numpy(pixels).permute(2, 0, 1)
+    if tensor.shape[1:] != (size, size):  # at the same size the resize is the identity, bit for bit
+        tensor = F.interpolate(
+            tensor[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )[0]
+    tensor = tensor.clamp_(0.0, 1.0)
     return tensor.flip(-1) if flip else tensor
 
 
