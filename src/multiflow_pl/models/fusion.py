@@ -196,7 +196,7 @@ class CrossViewSubnet(nn.Module):
         out = conv_choice.conv2d(image, weight, bias, groups, algorithm).to(dtype)
         return out.permute(0, 2, 3, 1)
 
-    def _per_edge_weights(self) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+    def _per_edge_weights(self) -> FoldedWeights:
         """Folded self + per-edge message weights, one ``(weight, bias, groups)`` per slot group (see
         :func:`_slot_groups`)."""
         c_out, k = 2 * self.out_channels, self.kernel_size
