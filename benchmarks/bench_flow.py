@@ -40,6 +40,7 @@ from naive_flow import NaiveMultiViewFlow
 
 from multiflow_pl.models import conv_choice
 from multiflow_pl.models.flow import MultiViewFlow, noise_condition
+from multiflow_pl.utils.machine import cpu_flags, cpu_model
 
 EQUIVALENCE_TOLERANCE = 1e-5
 # name -> (message weights, conv algorithm, conv dtype, naive twin)
@@ -60,15 +61,12 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_t
 
 def machine_info() -> str:
     """CPU model, ISA flags, threads and library versions, printed with every table."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
-    flags = re.search(r"^flags\s*:\s*(.*)$", cpuinfo, re.M)
-    present = set(flags.group(1).split()) if flags else set()
+    present = cpu_flags()
     config = torch.__config__.show()
     onednn = re.search(r"MKL-DNN (v[\d.]+)", config)
     mkl = re.search(r"Math Kernel Library Version ([\d.]+)", config)
     return (
-        f"CPU: {model.group(1) if model else platform.processor()}, {os.cpu_count()} logical cores; ISA: "
+        f"CPU: {cpu_model()}, {os.cpu_count()} logical cores; ISA: "
         f"{' '.join(f for f in ISA_FLAGS if f in present) or 'none of ' + '/'.join(ISA_FLAGS)}; "
         f"torch {torch.__version__} threads {torch.get_num_threads()}, oneDNN "
         f"{onednn.group(1) if onednn else '-'}, MKL {mkl.group(1) if mkl else '-'}, "

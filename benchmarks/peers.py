@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -44,6 +43,7 @@ from multiflow_pl.config import config_dir
 from multiflow_pl.models.fusion import keep_folded_weights
 from multiflow_pl.peers import PEERS, ViewImageDataset, build_peer, evaluate_views
 from multiflow_pl.pipeline import load_trained_model
+from multiflow_pl.utils.machine import cpu_model
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -116,16 +116,6 @@ def write_section(path: Path, text: str) -> None:
     else:
         new = old.rstrip() + ("\n\n" if old.strip() else "") + block + "\n"
     path.write_text(new)
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else the platform's processor string."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def run_peer(name: str, datamodule, args: argparse.Namespace) -> dict:
@@ -262,7 +252,7 @@ def main() -> None:
     command = " ".join(shlex.quote(a) for a in sys.argv)
     load_end = os.getloadavg()
     lines = [
-        f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {cpu_name()}, "
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {cpu_model()}, "
         f"{os.cpu_count()} logical CPUs, torch threads {args.threads}; load average (1/5/15 min) "
         f"{'/'.join(f'{v:.1f}' for v in load_start)} at the start, {'/'.join(f'{v:.1f}' for v in load_end)} "
         f"at the end; this call ran {time.perf_counter() - start:.0f} s (a record reused from "

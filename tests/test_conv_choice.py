@@ -1,6 +1,7 @@
 """conv_algorithm="auto": the choice by measurement, with a fake clock (no real timings are asserted)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from helpers.flows import make_flow, naive_flow
 
 from multiflow_pl.models import conv_choice
 from multiflow_pl.models.flow import noise_condition
+from multiflow_pl.utils.machine import cpu_flags, cpu_model
 
 
 class FakeClock:
@@ -185,3 +187,13 @@ def test_auto_flow_matches_naive_whichever_algorithm_wins(clock, monkeypatch, mo
     torch.testing.assert_close(z, z_naive, atol=1e-10, rtol=0)
     torch.testing.assert_close(logdet, logdet_naive, atol=1e-10, rtol=0)
     torch.testing.assert_close(flow.inverse(z, cond), x, atol=1e-9, rtol=0)
+
+
+def test_machine_key_names_the_cpu_model_of_cpuinfo():
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():  # Linux: the first "model name" line, and its flags
+        lines = cpuinfo.read_text().splitlines()
+        model = next(line for line in lines if line.startswith("model name")).split(":", 1)[1].strip()
+        flags = next(line for line in lines if line.startswith("flags")).split(":", 1)[1].split()
+        assert cpu_model() == model and cpu_flags() == set(flags)
+    assert cpu_model() and conv_choice.machine_key().startswith(f"{cpu_model()} | torch {torch.__version__}")

@@ -25,7 +25,6 @@ import functools
 import json
 import math
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 
 from multiflow_pl.models import winograd
 from multiflow_pl.utils.atomic import write_atomic
+from multiflow_pl.utils.machine import cpu_model
 
 ConvFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, int], torch.Tensor]
 
@@ -74,15 +74,7 @@ def candidates(x: torch.Tensor, weight: torch.Tensor) -> list[str]:
 @functools.cache
 def machine_key() -> str:
     """What a timing depends on besides the convolution: CPU model and the torch build."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} | torch {torch.__version__} ({torch.version.git_version[:12]})"
+    return f"{cpu_model()} | torch {torch.__version__} ({torch.version.git_version[:12]})"
 
 
 def conv_key(x: torch.Tensor, weight: torch.Tensor, groups: int) -> str:
