@@ -19,8 +19,8 @@ TorchScript-frozen (batch norm folded into the convolutions, oneDNN kernels) and
 (a batch of 8 samples is 40 images, whose activations overflow the CPU caches); features then differ from
 the eager ones by float rounding (~2e-6 relative; :mod:`multiflow_pl.models.fast_backbone`).
 ``flow_conv_dtype=bfloat16`` runs the flow's convolutions in bfloat16 (CPUs with AMX or AVX-512 bf16, and
-GPUs), which moves scores by about 1e-2 relative. Always on, and exact: the flow folds its weights once
-for the whole run (:func:`~multiflow_pl.models.fusion.keep_folded_weights`).
+GPUs), which moves scores by about 1e-3 of the largest score. Always on, and exact: the flow folds its
+weights once for the whole run (:func:`~multiflow_pl.models.fusion.keep_folded_weights`).
 """
 
 from __future__ import annotations
