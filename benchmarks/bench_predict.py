@@ -7,10 +7,11 @@ synthetic benchmark's test split (generated under ``--root`` when absent). The m
 (the weights do not change the speed). After the end-to-end pass, each stage is timed alone on the same
 batches: decode, backbone, and the rest of the scoring model (flow, maps, scores).
 
-``--paths exact fast fast_bf16`` times predict's speed settings end to end in one run: ``exact`` (the eager
-backbone, the default), ``fast`` (``backbone_freeze=true backbone_chunk=5``,
-:class:`multiflow_pl.models.fast_backbone.FastBackbone`) and ``fast_bf16`` (also
-``flow_conv_dtype=bfloat16``). As in predict, the flow folds its weights once for the run
+``--paths exact fast fast_bf16 fast_bf16_streams`` times predict's speed settings end to end in one run:
+``exact`` (the eager backbone, the default), ``fast`` (``backbone_freeze=true backbone_chunk=5``,
+:class:`multiflow_pl.models.fast_backbone.FastBackbone`), ``fast_bf16`` (also ``flow_conv_dtype=bfloat16``)
+and ``fast_bf16_streams`` (also ``backbone_streams`` = ``--threads``: that many chunks at once, one
+intra-op thread each). As in predict, the flow folds its weights once for the run
 (:func:`multiflow_pl.models.fusion.keep_folded_weights`). Every path and batch size runs ``--rounds``
 times, rounds interleaved; the table gives the best round and the throughput of each. ``--levers`` first
 times the backbone alone under each speed lever side by side (rounds interleaved, so a shared machine's
@@ -47,10 +48,11 @@ from multiflow_pl.models.fusion import keep_folded_weights
 from multiflow_pl.models.model import MultiFlowModel
 from multiflow_pl.pipeline import build_module, load_trained_model
 
-PATHS = {  # predict's backbone_freeze, backbone_chunk, flow_conv_dtype
-    "exact": (False, None, None),
-    "fast": (True, 5, None),
-    "fast_bf16": (True, 5, "bfloat16"),
+PATHS = {  # predict's backbone_freeze, backbone_chunk, backbone_streams (0: --threads), flow_conv_dtype
+    "exact": (False, None, 1, None),
+    "fast": (True, 5, 1, None),
+    "fast_bf16": (True, 5, 1, "bfloat16"),
+    "fast_bf16_streams": (True, 5, 0, "bfloat16"),
 }
 
 
@@ -221,13 +223,16 @@ def main() -> None:
     )
     if args.levers:
         compare_levers(exact_backbone, scorer.input_size, args.batches, args.rounds, device)
-    backbones = {path: FastBackbone.configured(exact_backbone, *PATHS[path][:2]) for path in args.paths}
+    backbones = {}
+    for path in args.paths:
+        freeze, chunk, streams, _ = PATHS[path]
+        backbones[path] = FastBackbone.configured(exact_backbone, freeze, chunk, streams or args.threads)
     results: dict[tuple[str, int], list[dict]] = {}
     with torch.inference_mode():
         for _ in range(args.rounds):  # interleaved, so a busy spell of the machine falls on all alike
             for path in args.paths:
                 scorer.backbone = backbones[path]
-                scorer.flow.set_conv_dtype(PATHS[path][2] or flow_conv_dtype)
+                scorer.flow.set_conv_dtype(PATHS[path][3] or flow_conv_dtype)
                 with keep_folded_weights(scorer):
                     for batch in args.batches:
                         r = run(scorer, dataset, batch, device, threshold, args.workers)

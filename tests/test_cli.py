@@ -149,6 +149,23 @@ def test_predict_flags_views_unlike_the_training_images(cli_run, tmp_path):
     assert "Refused (strict=true)" in one_error_line(strict) and not (tmp_path / "strict").exists()
 
 
+def test_predict_speed_settings_from_the_command_line_score_close_to_the_exact_path(cli_run, tmp_path):
+    root, _ = cli_run
+    split = root / "data" / "synthetic" / "realiad_jsons" / "can.json"
+    args = [f"ckpt_path={root / 'run/checkpoints/last.ckpt'}", f"input={split}", "heatmaps=false"]
+    line = ["backbone_freeze=true", "backbone_chunk=5", "backbone_streams=2", "flow_conv_dtype=bfloat16"]
+    scores = {}
+    for name, settings in (("exact", []), ("line", line)):
+        done = run_cli("predict", root, *args, *settings, f"hydra.run.dir={tmp_path / name}")
+        assert done.returncode == 0, done.stderr[-3000:]
+        with open(tmp_path / name / "scores.csv") as handle:
+            scores[name] = {row["key"]: float(row["score"]) for row in csv.DictReader(handle)}
+    assert scores["line"].keys() == scores["exact"].keys() and len(scores["exact"]) == 6
+    assert scores["line"] != scores["exact"]  # bfloat16 convolutions ran
+    for key, exact in scores["exact"].items():
+        assert scores["line"][key] == pytest.approx(exact, rel=3e-2, abs=3e-2)
+
+
 def test_mistyped_data_root_is_an_error_and_renders_nothing(tmp_path):
     missing = tmp_path / "nonexistent" / "rig"
     done = run_cli("train", tmp_path, *TINY_TRAIN, f"data.root={missing}")

@@ -6,6 +6,7 @@ import csv
 import json
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -126,7 +127,8 @@ def test_user_errors_end_in_one_line_and_leave_no_outputs(tmp_path, tiny_run, ca
 def test_fast_settings_score_close_to_the_exact_path(tmp_path, tiny_run):
     split_json = tiny_run.data_root / "realiad_jsons" / "can.json"
     _, exact = run_predict(tmp_path / "exact", tiny_run.checkpoint, split_json, "heatmaps=false")
-    fast_backbone = ("backbone_freeze=true", "backbone_chunk=3")  # 6 samples x 5 views a batch: 10 chunks
+    # 6 samples x 5 views a batch: 10 chunks, two at a time
+    fast_backbone = ("backbone_freeze=true", "backbone_chunk=3", "backbone_streams=2")
     summary, fast = run_predict(
         tmp_path / "fast", tiny_run.checkpoint, split_json, "heatmaps=false", *fast_backbone
     )
@@ -163,3 +165,36 @@ def test_fast_backbone_chunks_and_freezes_the_extractor():
         expected = backbone(images)
         torch.testing.assert_close(chunked(images), expected, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(fast(images), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_backbone_streams_run_chunks_on_threads_of_one_intra_op_thread_each():
+    from multiflow_pl.models.backbone import FeatureExtractor
+    from multiflow_pl.models.fast_backbone import FastBackbone
+
+    backbone = FeatureExtractor("resnet18", ["layer2"], input_size=64).eval()
+    with pytest.raises(ValueError, match="backbone_streams=2 with backbone_chunk=None"):
+        FastBackbone.configured(backbone, False, None, 2)
+    with pytest.raises(ValueError, match="backbone_streams=0"):
+        FastBackbone(backbone, freeze=False, chunk=2, streams=0)
+    streams = FastBackbone.configured(backbone, False, 2, 2)  # eager, so the threads' counts can be seen
+    one_thread = FastBackbone(backbone, freeze=False, chunk=2)
+    seen: list[tuple[str, int]] = []
+
+    def record(module, inputs):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+
+    hook = backbone.register_forward_pre_hook(record)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        images = torch.rand(7, 3, 64, 64)  # 4 chunks, the last partial
+        features = streams(images)
+        assert torch.get_num_threads() == 2  # restored for the flow that follows
+        assert len(seen) == 4 and all(name.startswith("backbone") and n == 1 for name, n in seen)
+        seen.clear()
+        torch.set_num_threads(1)
+        torch.testing.assert_close(features, one_thread(images), rtol=0, atol=0)  # each chunk on one thread
+        assert len(seen) == 4 and all(name == "MainThread" for name, _ in seen)
+    finally:
+        hook.remove()
+        torch.set_num_threads(threads)

@@ -84,7 +84,10 @@ def predict(cfg: DictConfig) -> dict:
     device = torch.device(auto_device if cfg.device == "auto" else cfg.device)
     model = trained.model.to(device)
     model.backbone = FastBackbone.configured(
-        model.backbone, cfg.get("backbone_freeze", False), cfg.get("backbone_chunk")
+        model.backbone,
+        cfg.get("backbone_freeze", False),
+        cfg.get("backbone_chunk"),
+        cfg.get("backbone_streams"),
     )
     if cfg.get("flow_conv_dtype"):
         model.flow.set_conv_dtype(cfg.flow_conv_dtype)
