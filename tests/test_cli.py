@@ -153,13 +153,27 @@ def test_predict_speed_settings_from_the_command_line_score_close_to_the_exact_p
     root, _ = cli_run
     split = root / "data" / "synthetic" / "realiad_jsons" / "can.json"
     args = [f"ckpt_path={root / 'run/checkpoints/last.ckpt'}", f"input={split}", "heatmaps=false"]
-    line = ["backbone_freeze=true", "backbone_chunk=5", "backbone_streams=2", "flow_conv_dtype=bfloat16"]
-    scores = {}
-    for name, settings in (("exact", []), ("line", line)):
+    scores, speed = {}, {}
+    for name, settings in (("exact", []), ("line", ["speed=cpu", "backbone_streams=2"])):
         done = run_cli("predict", root, *args, *settings, f"hydra.run.dir={tmp_path / name}")
         assert done.returncode == 0, done.stderr[-3000:]
         with open(tmp_path / name / "scores.csv") as handle:
             scores[name] = {row["key"]: float(row["score"]) for row in csv.DictReader(handle)}
+        speed[name] = json.loads((tmp_path / name / "summary.json").read_text())["speed"]
+    assert speed["exact"] == {
+        "device": "cpu",
+        "backbone_frozen": False,
+        "backbone_chunk": None,
+        "backbone_streams": 1,
+        "flow_conv_dtype": None,
+    }
+    assert speed["line"] == {
+        "device": "cpu",
+        "backbone_frozen": True,
+        "backbone_chunk": 5,
+        "backbone_streams": 2,  # the preset's auto, overridden on the command line
+        "flow_conv_dtype": "bfloat16",
+    }
     assert scores["line"].keys() == scores["exact"].keys() and len(scores["exact"]) == 6
     assert scores["line"] != scores["exact"]  # bfloat16 convolutions ran
     for key, exact in scores["exact"].items():

@@ -145,6 +145,20 @@ def test_fast_settings_score_close_to_the_exact_path(tmp_path, tiny_run):
         assert bf16_scores == pytest.approx(scores, rel=3e-2, abs=3e-2)  # ... 8 significant bits
 
 
+def test_bfloat16_flow_on_a_cpu_without_bf16_instructions_warns(tmp_path, tiny_run, monkeypatch, caplog):
+    import multiflow_pl.predict as predict_module
+
+    sample = copy_sample(tiny_run, "can_0007_OK", tmp_path / "part")
+    for name, isa in (("plain", {"avx2", "fma"}), ("amx", {"avx2", "amx_bf16"})):
+        monkeypatch.setattr(predict_module, "cpu_flags", lambda isa=isa: isa)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="multiflow_pl.predict"):
+            summary, _ = run_predict(tmp_path / name, tiny_run.checkpoint, sample, "flow_conv_dtype=bfloat16")
+        emulated = [r for r in caplog.records if "has neither AMX nor AVX-512 bf16" in r.getMessage()]
+        assert len(emulated) == (name == "plain")
+        assert summary["speed"]["flow_conv_dtype"] == "bfloat16"
+
+
 def test_fast_backbone_chunks_and_freezes_the_extractor():
     from multiflow_pl.models.backbone import FeatureExtractor
     from multiflow_pl.models.fast_backbone import FastBackbone
@@ -176,6 +190,15 @@ def test_backbone_streams_run_chunks_on_threads_of_one_intra_op_thread_each():
         FastBackbone.configured(backbone, False, None, 2)
     with pytest.raises(ValueError, match="backbone_streams=0"):
         FastBackbone(backbone, freeze=False, chunk=2, streams=0)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert FastBackbone.configured(backbone, False, 2, "auto").streams == 3  # torch's thread count
+        assert FastBackbone.configured(backbone, True, None, "auto").streams == 1  # no chunks to share
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match="backbone_streams='many'"):
+        FastBackbone.configured(backbone, False, 2, "many")
     streams = FastBackbone.configured(backbone, False, 2, 2)  # eager, so the threads' counts can be seen
     one_thread = FastBackbone(backbone, freeze=False, chunk=2)
     seen: list[tuple[str, int]] = []

@@ -13,14 +13,16 @@ preprocessing come from the checkpoint alone. Written into the run directory, al
 
 Without a fitted threshold (trained with ``data.val_fraction=0``) only raw scores are reported.
 
-Speed (``backbone_freeze``, ``backbone_chunk``, ``flow_conv_dtype``; off by default, so that the scores
-equal the evaluation's bit for bit; measured in docs/benchmarks.md): :class:`FastBackbone` runs the backbone
-TorchScript-frozen (batch norm folded into the convolutions, oneDNN kernels) and on chunks of a few images
-(a batch of 8 samples is 40 images, whose activations overflow the CPU caches); features then differ from
-the eager ones by float rounding (~2e-6 relative; :mod:`multiflow_pl.models.fast_backbone`).
-``flow_conv_dtype=bfloat16`` runs the flow's convolutions in bfloat16 (CPUs with AMX or AVX-512 bf16, and
-GPUs), which moves scores by about 1e-3 of the largest score. Always on, and exact: the flow folds its
-weights once for the whole run (:func:`~multiflow_pl.models.fusion.keep_folded_weights`).
+Speed (``speed=cpu``, or ``backbone_freeze``, ``backbone_chunk``, ``backbone_streams``, ``flow_conv_dtype``
+one by one; conf/speed/; off by default, so that the scores equal the evaluation's bit for bit; measured in
+docs/benchmarks.md): :class:`FastBackbone` runs the backbone TorchScript-frozen (batch norm folded into the
+convolutions, oneDNN kernels), on chunks of a few images (a batch of 8 samples is 40 images, whose
+activations overflow the CPU caches), several chunks at once on threads of one intra-op thread each;
+features then differ from the eager ones by float rounding (~2e-6 relative;
+:mod:`multiflow_pl.models.fast_backbone`). ``flow_conv_dtype=bfloat16`` runs the flow's convolutions in
+bfloat16 (CPUs with AMX or AVX-512 bf16, and GPUs), which moves scores by about 1e-3 of the largest score.
+``summary.json`` records the settings that ran. Always on, and exact: the flow folds its weights once for
+the whole run (:func:`~multiflow_pl.models.fusion.keep_folded_weights`).
 """
 
 from __future__ import annotations
@@ -51,9 +53,15 @@ from multiflow_pl.models.model import MultiFlowModel
 from multiflow_pl.models.threshold import NORMALISATION, Threshold
 from multiflow_pl.pipeline import load_trained_model
 from multiflow_pl.utils.atomic import staged_folder
+from multiflow_pl.utils.machine import cpu_flags, cpu_model
 from multiflow_pl.utils.progress import progress
 
 log = logging.getLogger(__name__)
+BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
+BF16_EMULATED = (
+    "flow_conv_dtype=bfloat16 on %s, which has neither AMX nor AVX-512 bf16: the convolutions are emulated "
+    "and may run slower than float32. Set flow_conv_dtype=null."
+)
 NO_THRESHOLD = (
     "The checkpoint holds no OK/NG threshold (it was trained with data.val_fraction=0): only raw scores "
     "are reported. Retrain with data.val_fraction>0 to get normalised scores and decisions."
@@ -91,6 +99,9 @@ def predict(cfg: DictConfig) -> dict:
     )
     if cfg.get("flow_conv_dtype"):
         model.flow.set_conv_dtype(cfg.flow_conv_dtype)
+        isa = cpu_flags()
+        if device.type == "cpu" and isa and not isa & BF16_CPU_FLAGS:
+            log.warning(BF16_EMULATED, cpu_model())
     loader = _image_loader(found, model, data, cfg)
     if threshold is None:
         log.warning(NO_THRESHOLD)
@@ -123,9 +134,23 @@ def predict(cfg: DictConfig) -> dict:
         write_csv(stage / "scores.csv", rows)
         summary = _summary(cfg, found, names, rows, threshold)
         summary["input_flags"] = _flag_counts(flags)
+        summary["speed"] = _speed_settings(model, device)
         (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("Scored %d samples: %s. Outputs in %s", len(rows), summary["decisions"], run_dir)
     return summary
+
+
+def _speed_settings(model: MultiFlowModel, device: torch.device) -> dict:
+    """The speed settings that ran, with ``auto`` resolved (conf/speed/)."""
+    backbone = model.backbone
+    fast = isinstance(backbone, FastBackbone)
+    return {
+        "device": device.type,
+        "backbone_frozen": fast and backbone.frozen,
+        "backbone_chunk": backbone.chunk if fast else None,
+        "backbone_streams": backbone.streams if fast else 1,
+        "flow_conv_dtype": model.flow.conv_dtype,
+    }
 
 
 def _image_loader(

@@ -66,18 +66,23 @@ class FastBackbone(nn.Module):
 
     @classmethod
     def configured(
-        cls, backbone: nn.Module, freeze: bool | str, chunk: int | None, streams: int | None = None
+        cls, backbone: nn.Module, freeze: bool | str, chunk: int | None, streams: int | str | None = None
     ) -> nn.Module:
         """``backbone`` itself when no option is on (the exact eager path), else the fast one.
 
-        ``streams`` applies on CPU only (None: 1); on a GPU it is ignored.
+        ``streams`` applies on CPU only (None: 1; ``"auto"``: torch's intra-op thread count, with a chunk
+        size); on a GPU it is ignored.
         """
         on_cpu = next(backbone.buffers()).device.type == "cpu"
         if freeze == "auto":
             freeze = on_cpu
         if not isinstance(freeze, bool):
             raise ValueError(f"backbone_freeze={freeze!r}; expected true, false or auto.")
-        streams = streams or 1
+        if streams == "auto":
+            streams = torch.get_num_threads() if on_cpu and chunk is not None else 1
+        if not isinstance(streams, int | None):
+            raise ValueError(f"backbone_streams={streams!r}; expected a positive number or auto.")
+        streams = 1 if streams is None else streams
         if streams > 1 and not on_cpu:
             log.info("backbone_streams=%d ignored: the backbone runs on a GPU", streams)
             streams = 1

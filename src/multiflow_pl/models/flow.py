@@ -106,6 +106,11 @@ class MultiViewFlow(nn.Module):
         gates = [torch.stack([c.subnet_a.gamma, c.subnet_b.gamma]) for c in self.couplings]
         return torch.stack(gates).detach()
 
+    @property
+    def conv_dtype(self) -> ConvDtype:
+        """The dtype the subnetwork convolutions run in (None: the features' dtype)."""
+        return self.couplings[0].subnet_a.conv_dtype
+
     def set_conv_dtype(self, conv_dtype: ConvDtype) -> None:
         """Run every subnetwork convolution in ``conv_dtype`` (None or ``"bfloat16"``) from now on, e.g. to
         score faster with a model trained in float32."""
