@@ -230,6 +230,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start, load_start = time.perf_counter(), os.getloadavg()
+    records = args.root / "results"  # as given: the tables name it, and a clone's absolute path says nothing
     args.root = args.root.resolve()
     overrides = shlex.split(args.overrides)
     by_category: dict[str, list[dict]] = {}
@@ -256,7 +257,7 @@ def main() -> None:
         f"{os.cpu_count()} logical CPUs, torch threads {args.threads}; load average (1/5/15 min) "
         f"{'/'.join(f'{v:.1f}' for v in load_start)} at the start, {'/'.join(f'{v:.1f}' for v in load_end)} "
         f"at the end; this call ran {time.perf_counter() - start:.0f} s (a record reused from "
-        f"{args.root / 'results'} counts none of its time).",
+        f"{records} counts none of its time).",
         "",
     ]
     for category, rows in by_category.items():
