@@ -1,4 +1,5 @@
-"""read_image: PIL's pixels over 255, channels first and contiguous, in every mode the datasets meet."""
+"""read_image: PIL's pixels over 255, channels first and contiguous, in every mode the datasets meet; JPEGs
+decoded by torchvision give PIL's pixels bit for bit; unreadable files are errors that name them."""
 
 from __future__ import annotations
 
@@ -7,27 +8,65 @@ import pytest
 import torch
 from PIL import Image
 
+from multiflow_pl.data.errors import DatasetError
 from multiflow_pl.data.images import read_image
 
 RNG = np.random.default_rng(0)
+PHOTO = np.asarray(Image.fromarray(RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((32, 32)))
+"""Smooth enough for JPEG's chroma subsampling to matter."""
 MODES = {
     "rgb.jpg": Image.fromarray(RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)),
+    "photo.jpg": Image.fromarray(PHOTO),
+    "gray.jpg": Image.fromarray(PHOTO).convert("L"),
+    "cmyk.jpg": Image.fromarray(PHOTO).convert("CMYK"),
     "rgba.png": Image.fromarray(RNG.integers(0, 256, (32, 32, 4), dtype=np.uint8)),
     "gray.png": Image.fromarray(RNG.integers(0, 256, (32, 32), dtype=np.uint8)),
     "palette.png": Image.fromarray(RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)).convert("P"),
 }
 
 
+JPEG_OPTIONS = {"420": {"subsampling": 2}, "422": {"subsampling": 1}, "444": {"subsampling": 0}}
+JPEG_OPTIONS |= {"progressive": {"progressive": True}, "q40": {"quality": 40}}
+
+
+def pil_pixels(path) -> torch.Tensor:
+    """The pixels as PIL decodes them: float32 [3,H,W] in [0,1]."""
+    with Image.open(path) as image:
+        return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
 @pytest.mark.parametrize("name", sorted(MODES))
 def test_same_size_image_is_pil_rgb_over_255_channels_first(tmp_path, name):
     path = tmp_path / name
     MODES[name].save(path)
-    with Image.open(path) as image:
-        expected = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
     tensor = read_image(path, 32)
     assert tensor.dtype == torch.float32 and tensor.is_contiguous()
-    assert torch.equal(tensor, expected.permute(2, 0, 1))
+    assert torch.equal(tensor, pil_pixels(path))
     assert torch.equal(read_image(path, 32, flip=True), tensor.flip(-1))
+
+
+@pytest.mark.parametrize("kind", sorted(JPEG_OPTIONS))
+def test_jpegs_decoded_by_torchvision_have_pils_pixels(tmp_path, monkeypatch, kind):
+    from multiflow_pl.data import images
+
+    path = tmp_path / f"{kind}.jpg"
+    Image.fromarray(PHOTO).save(path, **JPEG_OPTIONS[kind])
+    decoded = images._jpeg_pixels(path)
+    assert decoded is not None and decoded.is_contiguous() and torch.equal(decoded, pil_pixels(path))
+    assert torch.equal(read_image(path, 32), decoded)
+    monkeypatch.setattr(images, "decode_jpeg", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no")))
+    assert images._jpeg_pixels(path) is None
+    assert torch.equal(read_image(path, 32), decoded)  # PIL read it instead
+
+
+@pytest.mark.parametrize("content", [b"not an image", None])
+def test_unreadable_jpeg_is_an_error_that_names_the_file(tmp_path, content):
+    path = tmp_path / "C1.jpg"
+    Image.fromarray(PHOTO).save(path)
+    data = path.read_bytes()
+    path.write_bytes(content if content is not None else data[: len(data) // 2])  # garbage, truncated
+    with pytest.raises(DatasetError, match=r"Cannot read image .*C1\.jpg: .*Replace or remove the file"):
+        read_image(path, 32)
 
 
 def test_sixteen_bit_gray_is_scaled_from_65535_and_repeated(tmp_path):
