@@ -48,11 +48,11 @@ from multiflow_pl.models.fusion import keep_folded_weights
 from multiflow_pl.models.model import MultiFlowModel
 from multiflow_pl.pipeline import build_module, load_trained_model
 
-PATHS = {  # predict's backbone_freeze, backbone_chunk, backbone_streams (0: --threads), flow_conv_dtype
+PATHS = {  # predict's backbone_freeze, backbone_chunk, backbone_streams, flow_conv_dtype
     "exact": (False, None, 1, None),
     "fast": (True, 5, 1, None),
     "fast_bf16": (True, 5, 1, "bfloat16"),
-    "fast_bf16_streams": (True, 5, 0, "bfloat16"),
+    "fast_bf16_streams": (True, 5, "auto", "bfloat16"),  # speed=cpu: auto streams = --threads
 }
 
 
@@ -223,10 +223,7 @@ def main() -> None:
     )
     if args.levers:
         compare_levers(exact_backbone, scorer.input_size, args.batches, args.rounds, device)
-    backbones = {}
-    for path in args.paths:
-        freeze, chunk, streams, _ = PATHS[path]
-        backbones[path] = FastBackbone.configured(exact_backbone, freeze, chunk, streams or args.threads)
+    backbones = {path: FastBackbone.configured(exact_backbone, *PATHS[path][:3]) for path in args.paths}
     results: dict[tuple[str, int], list[dict]] = {}
     with torch.inference_mode():
         for _ in range(args.rounds):  # interleaved, so a busy spell of the machine falls on all alike

@@ -1,9 +1,9 @@
 """The frozen backbone run for speed at prediction time: TorchScript-frozen, on chunks of images, on
 several CPU threads at once.
 
-Off by default (``backbone_freeze``, ``backbone_chunk``, ``backbone_streams`` in conf/predict.yaml), so that
-predict's scores equal the evaluation's bit for bit; on, features differ from the eager ones by float
-rounding (~2e-6 relative). Measured in docs/benchmarks.md.
+Off by default (``backbone_freeze``, ``backbone_chunk``, ``backbone_streams``: conf/speed/exact.yaml, and
+``speed=cpu`` turns them on), so that predict's scores equal the evaluation's bit for bit; on, features
+differ from the eager ones by float rounding (~2e-6 relative). Measured in docs/benchmarks.md.
 """
 
 from __future__ import annotations
