@@ -33,6 +33,7 @@ import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -48,11 +49,21 @@ from multiflow_pl.models.fusion import keep_folded_weights
 from multiflow_pl.models.model import MultiFlowModel
 from multiflow_pl.pipeline import build_module, load_trained_model
 
-PATHS = {  # predict's backbone_freeze, backbone_chunk, backbone_streams, flow_conv_dtype
-    "exact": (False, None, 1, None),
-    "fast": (True, 5, 1, None),
-    "fast_bf16": (True, 5, 1, "bfloat16"),
-    "fast_bf16_streams": (True, 5, "auto", "bfloat16"),  # speed=cpu: auto streams = --threads
+
+class Speed(NamedTuple):
+    """predict's speed settings (conf/speed/)."""
+
+    backbone_freeze: bool
+    backbone_chunk: int | None
+    backbone_streams: int | str
+    flow_conv_dtype: str | None
+
+
+PATHS = {
+    "exact": Speed(False, None, 1, None),
+    "fast": Speed(True, 5, 1, None),
+    "fast_bf16": Speed(True, 5, 1, "bfloat16"),
+    "fast_bf16_streams": Speed(True, 5, "auto", "bfloat16"),  # speed=cpu: auto streams = --threads
 }
 
 
@@ -223,13 +234,18 @@ def main() -> None:
     )
     if args.levers:
         compare_levers(exact_backbone, scorer.input_size, args.batches, args.rounds, device)
-    backbones = {path: FastBackbone.configured(exact_backbone, *PATHS[path][:3]) for path in args.paths}
+    backbones = {}
+    for path in args.paths:
+        speed = PATHS[path]
+        backbones[path] = FastBackbone.configured(
+            exact_backbone, speed.backbone_freeze, speed.backbone_chunk, speed.backbone_streams
+        )
     results: dict[tuple[str, int], list[dict]] = {}
     with torch.inference_mode():
         for _ in range(args.rounds):  # interleaved, so a busy spell of the machine falls on all alike
             for path in args.paths:
                 scorer.backbone = backbones[path]
-                scorer.flow.set_conv_dtype(PATHS[path][3] or flow_conv_dtype)
+                scorer.flow.set_conv_dtype(PATHS[path].flow_conv_dtype or flow_conv_dtype)
                 with keep_folded_weights(scorer):
                     for batch in args.batches:
                         r = run(scorer, dataset, batch, device, threshold, args.workers)
