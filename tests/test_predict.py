@@ -146,11 +146,11 @@ def test_fast_settings_score_close_to_the_exact_path(tmp_path, tiny_run):
 
 
 def test_bfloat16_flow_on_a_cpu_without_bf16_instructions_warns(tmp_path, tiny_run, monkeypatch, caplog):
-    import multiflow_pl.predict as predict_module
+    from multiflow_pl.utils import machine
 
     sample = copy_sample(tiny_run, "can_0007_OK", tmp_path / "part")
     for name, isa in (("plain", {"avx2", "fma"}), ("amx", {"avx2", "amx_bf16"})):
-        monkeypatch.setattr(predict_module, "cpu_flags", lambda isa=isa: isa)
+        monkeypatch.setattr(machine, "cpu_flags", lambda isa=isa: isa)
         caplog.clear()
         with caplog.at_level("WARNING", logger="multiflow_pl.predict"):
             summary, _ = run_predict(tmp_path / name, tiny_run.checkpoint, sample, "flow_conv_dtype=bfloat16")

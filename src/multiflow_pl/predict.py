@@ -53,11 +53,10 @@ from multiflow_pl.models.model import MultiFlowModel
 from multiflow_pl.models.threshold import NORMALISATION, Threshold
 from multiflow_pl.pipeline import load_trained_model
 from multiflow_pl.utils.atomic import staged_folder
-from multiflow_pl.utils.machine import cpu_flags, cpu_model
+from multiflow_pl.utils.machine import cpu_model, has_fast_bfloat16
 from multiflow_pl.utils.progress import progress
 
 log = logging.getLogger(__name__)
-BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
 BF16_EMULATED = (
     "flow_conv_dtype=bfloat16 on %s, which has neither AMX nor AVX-512 bf16: the convolutions are emulated "
     "and may run slower than float32. Set flow_conv_dtype=null."
@@ -99,8 +98,7 @@ def predict(cfg: DictConfig) -> dict:
     )
     if cfg.get("flow_conv_dtype"):
         model.flow.set_conv_dtype(cfg.flow_conv_dtype)
-        isa = cpu_flags()
-        if device.type == "cpu" and isa and not isa & BF16_CPU_FLAGS:
+        if device.type == "cpu" and has_fast_bfloat16() is False:
             log.warning(BF16_EMULATED, cpu_model())
     loader = _image_loader(found, model, data, cfg)
     if threshold is None:

@@ -29,3 +29,13 @@ def cpu_model() -> str:
 def cpu_flags() -> set[str]:
     """The CPU's ISA flags (``avx512f``, ``amx_bf16``, ...); empty where the OS does not list them."""
     return set(_cpuinfo().get("flags", "").split())
+
+
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+"""ISA flags with native bfloat16 arithmetic (without them oneDNN emulates bfloat16 convolutions)."""
+
+
+def has_fast_bfloat16() -> bool | None:
+    """Whether the CPU has native bfloat16 arithmetic (AMX or AVX-512 bf16); None where flags are unknown."""
+    flags = cpu_flags()
+    return bool(flags & BF16_FLAGS) if flags else None
