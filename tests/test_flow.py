@@ -8,7 +8,7 @@ from torch.autograd.functional import jacobian
 from multiflow_pl.models import conv_choice
 from multiflow_pl.models.coupling import ViewPermutation, soft_clamp
 from multiflow_pl.models.flow import MultiViewFlow, noise_condition
-from multiflow_pl.models.fusion import _slot_groups, keep_folded_weights
+from multiflow_pl.models.fusion import CrossViewSubnet, _slot_groups, keep_folded_weights
 from multiflow_pl.models.graph import GRAPH_NAMES, reachable, view_graph
 
 MODES = ("per_edge", "shared")
@@ -192,6 +192,24 @@ def test_bfloat16_convolutions_stay_close_and_invertible(mode, monkeypatch):
     assert set(conv_dtypes) == {torch.float64}
     with pytest.raises(ValueError, match="conv_dtype"):
         make_flow(conv_dtype="float16")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bfloat16_hidden_maps_equal_widening_them_between_the_convolutions(mode, monkeypatch):
+    """The hidden maps stay in bfloat16 between a subnet's convolutions; widening them to float32 there
+    (relu, gathers and the shared neighbour mean in float32) gives the same values bit for bit."""
+    flow = make_flow("top_ring", mode, conv_dtype="bfloat16", conv_algorithm="direct")
+    x, cond = features()
+    with torch.no_grad():
+        z, logdet = flow(x, cond)
+        kept = CrossViewSubnet._conv
+
+        def widened(self, *args, out_dtype=None):
+            return kept(self, *args, out_dtype=out_dtype or x.dtype)
+
+        monkeypatch.setattr(CrossViewSubnet, "_conv", widened)
+        z_wide, logdet_wide = flow(x, cond)
+    assert torch.equal(z, z_wide) and torch.equal(logdet, logdet_wide)
 
 
 @pytest.mark.parametrize(

@@ -94,9 +94,10 @@ class CrossViewSubnet(nn.Module):
             convolution, timed on this machine at first use (:mod:`multiflow_pl.models.conv_choice`);
             ``"winograd"``: Winograd for every 3x3 and 5x5 kernel in float32/64; ``"direct"``: always the
             library's.
-        conv_dtype: None (convolutions in the input's dtype) or ``"bfloat16"``: convolution inputs, weights
-            and biases are rounded to bfloat16 and the outputs returned in the input's dtype (float32
-            inputs only; float64, as in the exactness checks, is left alone).
+        conv_dtype: None (convolutions in the parameters' dtype) or ``"bfloat16"``: convolution inputs,
+            weights and biases are rounded to bfloat16, the hidden maps stay in bfloat16 and the outputs are
+            returned in the input's dtype (float32 parameters only; a float64 subnet, as in the exactness
+            checks, is left alone).
     """
 
     def __init__(
@@ -172,18 +173,20 @@ class CrossViewSubnet(nn.Module):
             self._folded = {}
 
     def _conv(
-        self, pixels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int
+        self,
+        pixels: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        groups: int,
+        out_dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """Replicate-padded 'same' convolution of pixel-major ``[B, h, w, Cin]`` -> ``[B, h, w, Cout]``.
 
         The convolution sees a channels-last image (a view), so no layout conversion is needed; the
-        algorithm and precision are the chosen ones (see ``conv_algorithm`` and ``conv_dtype``).
+        algorithm is the chosen one (see ``conv_algorithm``). It runs in the dtype of the folded ``weight``
+        (bfloat16 with ``conv_dtype``), and so does its result unless ``out_dtype`` is given.
         """
-        dtype = pixels.dtype
-        if self.conv_dtype is not None and dtype == torch.float32:
-            conv_dtype = CONV_DTYPES[self.conv_dtype]
-            pixels, weight, bias = pixels.to(conv_dtype), weight.to(conv_dtype), bias.to(conv_dtype)
-        image = pixels.permute(0, 3, 1, 2)
+        image = pixels.to(weight.dtype).permute(0, 3, 1, 2)
         p = self.kernel_size // 2
         if p:
             image = F.pad(image, (p, p, p, p), mode="replicate")
@@ -193,8 +196,8 @@ class CrossViewSubnet(nn.Module):
             algorithm = "winograd"
         else:
             algorithm = "direct"
-        out = conv_choice.conv2d(image, weight, bias, groups, algorithm).to(dtype)
-        return out.permute(0, 2, 3, 1)
+        out = conv_choice.conv2d(image, weight, bias, groups, algorithm)
+        return out.permute(0, 2, 3, 1).to(out_dtype or weight.dtype)
 
     def _per_edge_weights(self) -> FoldedWeights:
         """Folded self + per-edge message weights, one ``(weight, bias, groups)`` per slot group (see
@@ -279,14 +282,15 @@ class CrossViewSubnet(nn.Module):
         else:  # a zero noise map adds nothing (replicate padding keeps it zero): its weights are dropped
             inputs = u.flatten(3)
         first, *output = self.folded_weights(with_noise)
+        # The hidden maps stay in the convolutions' dtype: rounding commutes with relu and gathers.
         hidden = F.relu(self._conv(inputs, *first)).unflatten(3, (n_views, self.hidden))
         if self.n_edges == 0:
             hiddens = [hidden.flatten(3)]
         elif self.message_weights == "per_edge":
             hiddens = self._per_edge_inputs(hidden)
         else:
-            hiddens = [self._shared_input(hidden)]
-        outs = [self._conv(x, *weights) for x, weights in zip(hiddens, output, strict=True)]
+            hiddens = [self._shared_input(hidden.to(u.dtype))]  # the neighbour mean in u's precision
+        outs = [self._conv(x, *conv, out_dtype=u.dtype) for x, conv in zip(hiddens, output, strict=True)]
         out = (outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)).unflatten(3, (n_views, -1))
         if self.message_weights == "per_edge" and self.n_edges and self.slot_view_order is not None:
             out = out.index_select(3, self.slot_view_order)
