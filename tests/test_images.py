@@ -1,5 +1,6 @@
 """read_image: PIL's pixels over 255, channels first and contiguous, in every mode the datasets meet; JPEGs
-decoded by torchvision give PIL's pixels bit for bit; unreadable files are errors that name them."""
+decoded by torchvision give PIL's pixels bit for bit; unreadable files are errors that name them.
+read_views: a sample's views in one tensor, each as read_image reads it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from PIL import Image
 
 from multiflow_pl.data.errors import DatasetError
-from multiflow_pl.data.images import read_image
+from multiflow_pl.data.images import read_image, read_views
 
 RNG = np.random.default_rng(0)
 PHOTO = np.asarray(Image.fromarray(RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((32, 32)))
@@ -51,12 +52,13 @@ def test_jpegs_decoded_by_torchvision_have_pils_pixels(tmp_path, monkeypatch, ki
 
     path = tmp_path / f"{kind}.jpg"
     Image.fromarray(PHOTO).save(path, **JPEG_OPTIONS[kind])
-    decoded = images._jpeg_pixels(path)
-    assert decoded is not None and decoded.is_contiguous() and torch.equal(decoded, pil_pixels(path))
-    assert torch.equal(read_image(path, 32), decoded)
+    decoded = images._jpeg_bytes(path)
+    assert decoded is not None and decoded.dtype == torch.uint8
+    assert torch.equal(decoded.float() / 255.0, pil_pixels(path))
+    assert torch.equal(read_image(path, 32), pil_pixels(path))
     monkeypatch.setattr(images, "decode_jpeg", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no")))
-    assert images._jpeg_pixels(path) is None
-    assert torch.equal(read_image(path, 32), decoded)  # PIL read it instead
+    assert images._jpeg_bytes(path) is None
+    assert torch.equal(read_image(path, 32), pil_pixels(path))  # PIL read it instead
 
 
 @pytest.mark.parametrize("content", [b"not an image", None])
@@ -84,3 +86,22 @@ def test_other_sizes_are_resized_and_stay_in_the_unit_range(tmp_path):
         tensor = read_image(tmp_path / "white.png", size)
         assert tensor.shape == (3, size, size)
         assert tensor.max() == 1.0 and tensor.min() > 0.999
+
+
+def test_read_views_equals_each_view_read_alone(tmp_path):
+    """JPEGs at the size (decoded straight into their slot, flipped or not) and views that take the other
+    paths (PNG, resized JPEG) give read_image's tensors, stacked."""
+    Image.fromarray(PHOTO).save(tmp_path / "C1.jpg")
+    Image.fromarray(PHOTO).save(tmp_path / "C2.jpg", subsampling=0)
+    MODES["rgba.png"].save(tmp_path / "C3.png")
+    Image.fromarray(PHOTO).resize((48, 40)).save(tmp_path / "C4.jpg")
+    paths = [tmp_path / name for name in ("C1.jpg", "C2.jpg", "C3.png", "C4.jpg", "C1.jpg")]
+    flips = [False, True, True, False, True]
+    views = read_views(paths, 32, flips)
+    assert views.shape == (5, 3, 32, 32) and views.dtype == torch.float32 and views.is_contiguous()
+    expected = torch.stack([read_image(path, 32, flip) for path, flip in zip(paths, flips, strict=True)])
+    assert torch.equal(views, expected)
+    assert torch.equal(views[0], pil_pixels(paths[0])) and torch.equal(views[4], views[0].flip(-1))
+    (tmp_path / "C5.jpg").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match=r"Cannot read image .*C5\.jpg"):
+        read_views([*paths[:4], tmp_path / "C5.jpg"], 32, flips)

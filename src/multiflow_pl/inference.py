@@ -3,7 +3,7 @@
 The exported model (``python -m multiflow_pl.export``) takes images already decoded, resized and
 flipped; getting that wrong shifts every score (PIL's bilinear resize, for one, is not the model's
 antialiased bilinear resize). :class:`ExportedScorer` reads the image files with the training code
-(:func:`multiflow_pl.data.images.read_image`: decode to RGB, resize bilinear with antialiasing, flip the
+(:func:`multiflow_pl.data.images.read_views`: decode to RGB, resize bilinear with antialiasing, flip the
 views listed in ``export.json``) and applies the stored threshold::
 
     from multiflow_pl.inference import ExportedScorer
@@ -13,7 +13,8 @@ views listed in ``export.json``) and applies the stored threshold::
         print(row["key"], row["score"], row["decision"])
 
 Command line: ``python -m multiflow_pl.inference EXPORT_DIR INPUT`` prints one CSV row per sample.
-Only torch, numpy and Pillow are needed (and onnxruntime for ``.onnx`` files), no Lightning or Hydra.
+Only torch, torchvision (JPEG decoding), numpy and Pillow are needed (and onnxruntime for ``.onnx``
+files), no Lightning or Hydra.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from multiflow_pl.data.images import read_image
+from multiflow_pl.data.images import read_views
 from multiflow_pl.data.inputs import find_samples
 from multiflow_pl.data.sample import MultiViewSample
 from multiflow_pl.models.model import OUTPUT_NAMES
@@ -56,9 +57,8 @@ class ExportedScorer:
 
     def preprocess(self, sample: MultiViewSample) -> torch.Tensor:
         """One sample's images as the model takes them: [V,3,S,S] float RGB in [0,1], training order."""
-        return torch.stack(
-            [read_image(v.image_path, self.input_size, v.view in self.flip_views) for v in sample.views]
-        )
+        flips = [v.view in self.flip_views for v in sample.views]
+        return read_views([v.image_path for v in sample.views], self.input_size, flips)
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Images [B,V,3,S,S] -> ``image`` [B,V], ``sample_max`` [B], ``sample_mean`` [B], ``maps``."""

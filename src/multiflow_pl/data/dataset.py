@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from multiflow_pl.data.foreground import auto_foreground, folder_foreground
-from multiflow_pl.data.images import read_image, read_mask
+from multiflow_pl.data.images import read_mask, read_views
 from multiflow_pl.data.memmap import read_row
 from multiflow_pl.data.sample import MultiViewSample
 
@@ -61,12 +61,7 @@ class MultiViewImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
         flips = [view.view in self.flip_views for view in sample.views]
-        images = torch.stack(
-            [
-                read_image(v.image_path, self.image_size, flip)
-                for v, flip in zip(sample.views, flips, strict=True)
-            ]
-        )
+        images = read_views([v.image_path for v in sample.views], self.image_size, flips)
         item = _labels_and_masks(sample, index, self.mask_size, flips)
         item["images"] = images
         item["foreground"] = self._foreground(sample, images, flips)
