@@ -52,7 +52,7 @@ def _read_into(out: torch.Tensor, path: Path, flip: bool) -> None:
         out.copy_(pixels.flip(-1) if flip else pixels).div_(255.0)
         return
     if pixels is not None:
-        tensor = pixels.float().div_(255.0)
+        tensor = pixels.contiguous().float().div_(255.0)  # channels first as bytes, then floats
     else:
         try:
             with Image.open(path) as img:
@@ -72,7 +72,7 @@ def _jpeg_bytes(path: Path) -> torch.Tensor | None:
     or None where it cannot (PIL then reads the file, or says why not).
 
     The same pixels as PIL's decoder, bit for bit (tested on 4:2:0, 4:2:2, 4:4:4, progressive, grayscale and
-    CMYK files), in about 0.7x the time with the float conversion.
+    CMYK files), in about 0.7x PIL's time.
     """
     try:
         return decode_jpeg(read_bytes(str(path)), mode=ImageReadMode.RGB)
