@@ -8,10 +8,11 @@ synthetic benchmark's test split (generated under ``--root`` when absent). The m
 batches: decode, backbone, and the rest of the scoring model (flow, maps, scores).
 
 ``--paths exact fast fast_bf16 fast_bf16_streams`` times predict's speed settings end to end in one run:
-``exact`` (the eager backbone, the default), ``fast`` (``backbone_freeze=true backbone_chunk=5``,
-:class:`multiflow_pl.models.fast_backbone.FastBackbone`), ``fast_bf16`` (also ``flow_conv_dtype=bfloat16``)
-and ``fast_bf16_streams`` (also ``backbone_streams`` = ``--threads``: that many chunks at once, one
-intra-op thread each). As in predict, the flow folds its weights once for the run
+``exact`` (the eager backbone, predict's default ``speed=exact``), ``fast`` (``backbone_freeze=true
+backbone_chunk=5``, :class:`multiflow_pl.models.fast_backbone.FastBackbone`), ``fast_bf16`` (also
+``flow_conv_dtype=bfloat16``) and ``fast_bf16_streams`` (``speed=cpu``: also ``backbone_streams`` =
+``--threads``, that many chunks at once, one intra-op thread each). ``exact`` and ``fast_bf16_streams`` are
+read from conf/speed/, so they follow the presets. As in predict, the flow folds its weights once for the run
 (:func:`multiflow_pl.models.fusion.keep_folded_weights`). Every path and batch size runs ``--rounds``
 times, rounds interleaved; the table gives the best round and the throughput of each. ``--levers`` first
 times the backbone alone under each speed lever side by side (rounds interleaved, so a shared machine's
@@ -38,7 +39,7 @@ from typing import NamedTuple
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from peers import data_module
 from torch.utils.data import DataLoader
 
@@ -53,17 +54,22 @@ from multiflow_pl.pipeline import build_module, load_trained_model
 class Speed(NamedTuple):
     """predict's speed settings (conf/speed/)."""
 
-    backbone_freeze: bool
+    backbone_freeze: bool | str
     backbone_chunk: int | None
     backbone_streams: int | str
     flow_conv_dtype: str | None
 
 
+def preset(name: str) -> Speed:
+    """The settings of predict's ``speed=<name>`` preset, read from conf/speed/<name>.yaml."""
+    return Speed(**OmegaConf.to_container(OmegaConf.load(config_dir() / "speed" / f"{name}.yaml")))
+
+
 PATHS = {
-    "exact": Speed(False, None, 1, None),
+    "exact": preset("exact"),
     "fast": Speed(True, 5, 1, None),
     "fast_bf16": Speed(True, 5, 1, "bfloat16"),
-    "fast_bf16_streams": Speed(True, 5, "auto", "bfloat16"),  # speed=cpu: auto streams = --threads
+    "fast_bf16_streams": preset("cpu"),  # speed=cpu: auto streams = --threads
 }
 
 
