@@ -13,15 +13,17 @@ backbone_chunk=5``, :class:`multiflow_pl.models.fast_backbone.FastBackbone`), ``
 ``flow_conv_dtype=bfloat16``) and ``fast_bf16_streams`` (``speed=cpu``: also ``backbone_streams`` =
 ``--threads``, that many chunks at once, one intra-op thread each). ``exact`` and ``fast_bf16_streams`` are
 read from conf/speed/, so they follow the presets. As in predict, the flow folds its weights once for the run
-(:func:`multiflow_pl.models.fusion.keep_folded_weights`). Every path and batch size runs ``--rounds``
-times, rounds interleaved; the table gives the best round and the throughput of each. ``--levers`` first
+(:func:`multiflow_pl.models.fusion.keep_folded_weights`) and lays them out for oneDNN; ``--weights packed
+plain`` also times each path with the kept weights left in PyTorch's layout (the same scores). Every path,
+weight layout and batch size runs ``--rounds`` times, rounds interleaved; the table gives the best round and
+the throughput of each. ``--levers`` first
 times the backbone alone under each speed lever side by side (rounds interleaved, so a shared machine's
 load falls on all alike; best round kept), with its ratio to the eager backbone and the features' largest
 difference relative to their largest magnitude.
 
     PYTHONPATH=src python benchmarks/bench_predict.py --root /tmp/bench --samples 24 --threads 2
     PYTHONPATH=src python benchmarks/bench_predict.py --threads 1 --samples 16 --levers --paths exact fast
-    PYTHONPATH=src python benchmarks/bench_predict.py --ckpt CKPT --paths exact fast fast_bf16
+    PYTHONPATH=src python benchmarks/bench_predict.py --ckpt CKPT --paths exact fast --weights packed plain
     PYTHONPATH=src python benchmarks/bench_predict.py --ckpt RUN/checkpoints/last.ckpt --device cuda
 """
 
@@ -31,6 +33,7 @@ import argparse
 import contextlib
 import copy
 import shlex
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -205,6 +208,13 @@ def main() -> None:
     parser.add_argument(
         "--paths", nargs="+", default=["exact"], choices=list(PATHS), help="backbone paths timed end to end"
     )
+    parser.add_argument(
+        "--weights",
+        nargs="+",
+        default=["packed"],
+        choices=["packed", "plain"],
+        help="kept flow weights laid out for oneDNN (packed, as predict runs) or in PyTorch's layout",
+    )
     parser.add_argument("--levers", action="store_true", help="first compare backbone speed levers")
     parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds of --levers and of the end-to-end runs"
@@ -246,27 +256,35 @@ def main() -> None:
         backbones[path] = FastBackbone.configured(
             exact_backbone, speed.backbone_freeze, speed.backbone_chunk, speed.backbone_streams
         )
-    results: dict[tuple[str, int], list[dict]] = {}
+    results: dict[tuple[str, str, int], list[dict]] = {}
     with torch.inference_mode():
         for _ in range(args.rounds):  # interleaved, so a busy spell of the machine falls on all alike
             for path in args.paths:
                 scorer.backbone = backbones[path]
                 scorer.flow.set_conv_dtype(PATHS[path].flow_conv_dtype or flow_conv_dtype)
-                with keep_folded_weights(scorer):
-                    for batch in args.batches:
-                        r = run(scorer, dataset, batch, device, threshold, args.workers)
-                        results.setdefault((path, batch), []).append(r)
+                for weights in args.weights:
+                    with keep_folded_weights(scorer, pack=weights == "packed"):
+                        for batch in args.batches:
+                            r = run(scorer, dataset, batch, device, threshold, args.workers)
+                            results.setdefault((path, weights, batch), []).append(r)
     print(
         f"\nBest of {args.rounds} round(s) by wall time; the last column: samples/s of every round."
-        "\n\n| path | batch | wall ms / sample | samples / s | CPU ms / sample | CPU: decode | backbone "
-        "| flow + maps | samples / s, all rounds |"
+        "\n\n| path | flow weights | batch | wall ms / sample | samples / s | CPU ms / sample | CPU: decode "
+        "| backbone | flow + maps | samples / s, all rounds |"
     )
-    print("|---|---:|" + "---:|" * len(columns) + "---|")
-    for (path, batch), rounds in results.items():
+    print("|---|---|---:|" + "---:|" * len(columns) + "---|")
+    for (path, weights, batch), rounds in results.items():
         best = min(rounds, key=lambda r: r["ms_per_sample"])
         cells = " | ".join(f"{best[c]:.1f}" for c in columns)
         spread = " / ".join(f"{r['samples_per_s']:.1f}" for r in rounds)
-        print(f"| {path} | {batch} | {cells} | {spread} |", flush=True)
+        print(f"| {path} | {weights} | {batch} | {cells} | {spread} |", flush=True)
+    if "packed" in args.weights and "plain" in args.weights:
+        print("\n| path | batch | packed / plain samples/s: median of the rounds' ratios |\n|---|---:|---:|")
+        for path in args.paths:
+            for batch in args.batches:
+                pairs = zip(results[(path, "packed", batch)], results[(path, "plain", batch)], strict=True)
+                ratio = statistics.median(p["samples_per_s"] / q["samples_per_s"] for p, q in pairs)
+                print(f"| {path} | {batch} | {ratio:.2f} |")
 
 
 if __name__ == "__main__":

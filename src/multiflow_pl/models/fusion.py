@@ -28,20 +28,35 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from multiflow_pl.models import conv_choice
+from multiflow_pl.models.packed_weight import PackedConvWeight
 
 MessageWeights = Literal["per_edge", "shared"]
 ConvAlgorithm = Literal["auto", "winograd", "direct"]
 ConvDtype = Literal["bfloat16"] | None
 CONV_DTYPES = {"bfloat16": torch.bfloat16}
-FoldedWeights = list[tuple[torch.Tensor, torch.Tensor, int]]
-"""Per convolution of a subnet, in order (first, then output): (weight, bias, groups)."""
+
+
+class FoldedConv(NamedTuple):
+    """One convolution of a subnet as it runs: its folded weight, bias and groups."""
+
+    weight: torch.Tensor
+    """[G*Cout, Cin, k, k]"""
+    bias: torch.Tensor
+    """[G*Cout]"""
+    groups: int
+    packed: PackedConvWeight | None = None
+    """The weight laid out for oneDNN once, when kept by :func:`keep_folded_weights` (same values)."""
+
+
+FoldedWeights = list[FoldedConv]
+"""Per convolution of a subnet, in order: first, then output."""
 
 
 def _uniform_init(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
@@ -126,6 +141,7 @@ class CrossViewSubnet(nn.Module):
         self.kernel_size, self.hidden, self.noise_channels = kernel_size, hidden, noise_channels
         self.message_weights, self.conv_algorithm = message_weights, conv_algorithm
         self._folded: dict[bool, FoldedWeights] | None = None  # see keep_folded_weights
+        self._pack_kept = True  # lay kept weights out for oneDNN (keep_folded_weights' pack)
         self.set_conv_dtype(conv_dtype)
         k, c_out = kernel_size, 2 * out_channels
         c_in = in_channels + noise_channels
@@ -173,19 +189,16 @@ class CrossViewSubnet(nn.Module):
             self._folded = {}
 
     def _conv(
-        self,
-        pixels: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor,
-        groups: int,
-        out_dtype: torch.dtype | None = None,
+        self, pixels: torch.Tensor, conv: FoldedConv, out_dtype: torch.dtype | None = None
     ) -> torch.Tensor:
         """Replicate-padded 'same' convolution of pixel-major ``[B, h, w, Cin]`` -> ``[B, h, w, Cout]``.
 
         The convolution sees a channels-last image (a view), so no layout conversion is needed; the
-        algorithm is the chosen one (see ``conv_algorithm``). It runs in the dtype of the folded ``weight``
-        (bfloat16 with ``conv_dtype``), and so does its result unless ``out_dtype`` is given.
+        algorithm is the chosen one (see ``conv_algorithm``; the library's runs on the kept oneDNN weight
+        where there is one). It runs in the dtype of the folded weight (bfloat16 with ``conv_dtype``), and so
+        does its result unless ``out_dtype`` is given.
         """
+        weight, bias, groups = conv.weight, conv.bias, conv.groups
         image = pixels.to(weight.dtype).permute(0, 3, 1, 2)
         p = self.kernel_size // 2
         if p:
@@ -196,7 +209,10 @@ class CrossViewSubnet(nn.Module):
             algorithm = "winograd"
         else:
             algorithm = "direct"
-        out = conv_choice.conv2d(image, weight, bias, groups, algorithm)
+        if algorithm == "direct" and conv.packed is not None:
+            out = conv.packed.conv2d(image, bias)
+        else:
+            out = conv_choice.conv2d(image, weight, bias, groups, algorithm)
         return out.permute(0, 2, 3, 1).to(out_dtype or weight.dtype)
 
     def _per_edge_weights(self) -> FoldedWeights:
@@ -258,15 +274,18 @@ class CrossViewSubnet(nn.Module):
         if self.conv_dtype is not None and self.first_weight.dtype == torch.float32:
             dtype = CONV_DTYPES[self.conv_dtype]
             folded = [(weight.to(dtype), bias.to(dtype), groups) for weight, bias, groups in folded]
-        return folded
+        return [FoldedConv(*conv) for conv in folded]
 
     def folded_weights(self, with_noise: bool) -> FoldedWeights:
         """:meth:`_fold_weights`, or inside :func:`keep_folded_weights` (and no gradient recorded) its
-        result of the first call."""
+        result of the first call, each weight also laid out for oneDNN at its first use there."""
         if self._folded is None or torch.is_grad_enabled():
             return self._fold_weights(with_noise)
         if with_noise not in self._folded:
-            self._folded[with_noise] = self._fold_weights(with_noise)
+            self._folded[with_noise] = [
+                conv._replace(packed=PackedConvWeight(conv.weight, conv.groups) if self._pack_kept else None)
+                for conv in self._fold_weights(with_noise)
+            ]
         return self._folded[with_noise]
 
     def forward(self, u: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -283,14 +302,14 @@ class CrossViewSubnet(nn.Module):
             inputs = u.flatten(3)
         first, *output = self.folded_weights(with_noise)
         # The hidden maps stay in the convolutions' dtype: rounding commutes with relu and gathers.
-        hidden = F.relu(self._conv(inputs, *first)).unflatten(3, (n_views, self.hidden))
+        hidden = F.relu(self._conv(inputs, first)).unflatten(3, (n_views, self.hidden))
         if self.n_edges == 0:
             hiddens = [hidden.flatten(3)]
         elif self.message_weights == "per_edge":
             hiddens = self._per_edge_inputs(hidden)
         else:
             hiddens = [self._shared_input(hidden.to(u.dtype))]  # the neighbour mean in u's precision
-        outs = [self._conv(x, *conv, out_dtype=u.dtype) for x, conv in zip(hiddens, output, strict=True)]
+        outs = [self._conv(x, conv, out_dtype=u.dtype) for x, conv in zip(hiddens, output, strict=True)]
         out = (outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)).unflatten(3, (n_views, -1))
         if self.message_weights == "per_edge" and self.n_edges and self.slot_view_order is not None:
             out = out.index_select(3, self.slot_view_order)
@@ -305,20 +324,23 @@ class CrossViewSubnet(nn.Module):
 
 
 @contextlib.contextmanager
-def keep_folded_weights(module: nn.Module) -> Iterator[None]:
+def keep_folded_weights(module: nn.Module, pack: bool = True) -> Iterator[None]:
     """Within the block, every :class:`CrossViewSubnet` in ``module`` folds its weights once and reuses them.
 
     Scoring folds the self, message and gate weights into its convolutions' weights in every call; at batch
-    1 that is about a fifth of the flow's time. Like ``torch.nn.utils.parametrize.cached``, the block
+    1 that is about a fifth of the flow's time. With ``pack`` (the default), each kept weight is also laid out
+    for oneDNN at its first CPU use (:class:`~multiflow_pl.models.packed_weight.PackedConvWeight`: the same
+    values; docs/benchmarks.md has the speed). Like ``torch.nn.utils.parametrize.cached``, the block
     promises that the parameters do not change inside it; calls that record gradients fold afresh anyway.
-    Blocks nest; the folded weights are dropped on leaving the outermost.
+    Blocks nest (an inner block keeps the outer's ``pack``); the folded weights are dropped on leaving the
+    outermost.
     """
     subnets = [m for m in module.modules() if isinstance(m, CrossViewSubnet)]
-    previous = [subnet._folded for subnet in subnets]
-    for subnet, kept in zip(subnets, previous, strict=True):
-        subnet._folded = {} if kept is None else kept
+    previous = [(subnet._folded, subnet._pack_kept) for subnet in subnets]
+    for subnet, (kept, packs) in zip(subnets, previous, strict=True):
+        subnet._folded, subnet._pack_kept = ({}, pack) if kept is None else (kept, packs)
     try:
         yield
     finally:
-        for subnet, kept in zip(subnets, previous, strict=True):
-            subnet._folded = kept
+        for subnet, (kept, packs) in zip(subnets, previous, strict=True):
+            subnet._folded, subnet._pack_kept = kept, packs
