@@ -22,7 +22,8 @@ features then differ from the eager ones by float rounding (~2e-6 relative;
 :mod:`multiflow_pl.models.fast_backbone`). ``flow_conv_dtype=bfloat16`` runs the flow's convolutions in
 bfloat16 (CPUs with AMX or AVX-512 bf16, and GPUs), which moves scores by about 1e-3 of the largest score.
 ``summary.json`` records the settings that ran. Always on, and exact: the flow folds its weights once for
-the whole run (:func:`~multiflow_pl.models.fusion.keep_folded_weights`).
+the whole run and, on CPU, lays them out for oneDNN once
+(:func:`~multiflow_pl.models.fusion.keep_folded_weights`).
 """
 
 from __future__ import annotations
