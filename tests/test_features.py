@@ -13,13 +13,17 @@ from multiflow_pl.data.dataset import CachedFeatureDataset, MultiViewImageDatase
 from multiflow_pl.data.features import FeatureCache
 from multiflow_pl.data.sample import MultiViewSample, ViewRecord
 from multiflow_pl.models.backbone import FeatureExtractor
+from multiflow_pl.models.flow import MultiViewFlow
+from multiflow_pl.models.model import MultiFlowModel
 
 
-def make_samples(root: Path, write_image, n: int = 3, views=("C1", "C2", "C3")) -> list[MultiViewSample]:
+def make_samples(
+    root: Path, write_image, n: int = 3, views=("C1", "C2", "C3"), size: int = 40
+) -> list[MultiViewSample]:
     samples = []
     for i in range(n):
         records = tuple(
-            ViewRecord(v, write_image(root / f"s{i}" / f"{v}.png", size=40, seed=10 * i + j), None, 0, "OK")
+            ViewRecord(v, write_image(root / f"s{i}" / f"{v}.png", size=size, seed=10 * i + j), None, 0, "OK")
             for j, v in enumerate(views)
         )
         samples.append(MultiViewSample(f"s{i}", "toy", 0, records))
@@ -112,3 +116,23 @@ def test_interrupted_build_leaves_no_entry(tmp_path, write_image, extractor, mon
     with pytest.raises(KeyboardInterrupt):
         cache.load_or_build(extractor, dataset)
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_model_trained_on_cached_features_extracts_them_from_images_bit_for_bit(tmp_path, write_image):
+    extractor = FeatureExtractor("efficientnet_lite0", ["blocks.4"], input_size=256).eval()  # the demo's
+    samples = make_samples(tmp_path / "img", write_image, n=4, size=256)
+    dataset = image_dataset(samples, extractor)
+    images = torch.stack([dataset[i]["images"] for i in range(4)])
+    flow = MultiViewFlow(extractor.out_channels, 3, "ring", n_blocks=1, hidden=8, kernel_sizes=(3,))
+    model = MultiFlowModel(extractor, flow, round_features=True)
+    with (
+        torch.no_grad()
+    ):  # before the cache is built: building it turns the extractor's weights channels-last
+        default_layout = extractor(images.flatten(0, 1)).half().float().view(4, 3, -1, 16, 16)
+        rounded = model.extract(images)
+    cached, _ = FeatureCache(tmp_path / "cache", batch_size=4, show_progress=False).load_or_build(
+        extractor, dataset
+    )
+    assert torch.equal(rounded, torch.from_numpy(np.array(cached, dtype=np.float32)))
+    # PyTorch's default layout rounds differently: the test would fail without the cache's layout
+    assert not torch.equal(default_layout, rounded)

@@ -50,6 +50,21 @@ class FeatureExtractorLike(Protocol):
         """Move to a device / memory format, as ``nn.Module.to``."""
 
 
+def extract_as_cached(extractor: FeatureExtractorLike, images: torch.Tensor) -> torch.Tensor:
+    """Features [N,C,h,w] of images [N,3,S,S] computed as the cache computes them: channels-last input
+    (oneDNN and cuDNN run the convolutions faster so) and bfloat16 autocast on CUDA.
+
+    A model trained on cached features extracts its features from images this way too, so predict gives
+    the very scores evaluation gives from the cache. The layout changes float rounding: extracted in
+    PyTorch's default layout instead, 0.6% of the demo's float16 features differ from the cached ones.
+    """
+    images = images.contiguous(memory_format=torch.channels_last)
+    if images.device.type != "cuda" or torch.compiler.is_exporting():  # export cannot hold an autocast block
+        return extractor(images)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        return extractor(images)
+
+
 class FeatureCache:
     """Builds and opens cached backbone features for a :class:`MultiViewImageDataset`.
 
@@ -170,13 +185,7 @@ class FeatureCache:
             for batch in batches:  # DataLoader workers decode the next images while this batch runs
                 images = batch["images"].to(self.device, non_blocking=True)
                 b = images.shape[0]
-                flat = rearrange(images, "b v c h w -> (b v) c h w").contiguous(
-                    memory_format=torch.channels_last
-                )
-                with torch.autocast(
-                    self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
-                ):
-                    out = extractor(flat)
+                out = extract_as_cached(extractor, rearrange(images, "b v c h w -> (b v) c h w"))
                 # float16 already on the device: half the transfer, and no conversion pass on the CPU side
                 out = rearrange(out.to(torch.float16), "(b v) c h w -> b v c h w", b=b)
                 features[row : row + b] = out.cpu().numpy()

@@ -14,6 +14,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from multiflow_pl.data.features import extract_as_cached
 from multiflow_pl.data.foreground import FOREGROUND_MODES, auto_foreground
 from multiflow_pl.models.anomaly_map import anomaly_maps, image_scores, mask_background, sample_scores
 from multiflow_pl.models.backbone import FeatureExtractor
@@ -49,8 +50,9 @@ class MultiFlowModel(nn.Module):
         foreground: how foreground masks are made when a call passes none: ``"none"`` (all ones),
             ``"auto"`` (from the images, as the datasets do) or ``"folder"`` (masks read from files: the
             caller must pass them).
-        round_features: round backbone features to float16, as the feature cache stores them, so that a
-            model trained on cached features scores images exactly as it scored its cached test set.
+        round_features: extract backbone features as the feature cache does and round them to float16, as
+            it stores them, so that a model trained on cached features scores images exactly as it scored
+            its cached test set.
     """
 
     def __init__(
@@ -87,8 +89,18 @@ class MultiFlowModel(nn.Module):
         return self.backbone.feature_size
 
     def extract(self, images: torch.Tensor) -> torch.Tensor:
-        """Images [B,V,3,S,S] in [0,1] -> backbone features [B,V,C,h,w]."""
-        features = self.backbone(rearrange(images, "b v c h w -> (b v) c h w"))
+        """Images [B,V,3,S,S] in [0,1] -> backbone features [B,V,C,h,w].
+
+        With ``round_features`` they are rounded to float16, and the exact extractor runs as the feature
+        cache runs it (:func:`~multiflow_pl.data.features.extract_as_cached`), so that they equal the cached
+        ones bit for bit. A backbone run for speed (:class:`~multiflow_pl.models.fast_backbone.FastBackbone`)
+        rounds differently anyway and keeps its own layout.
+        """
+        flat = rearrange(images, "b v c h w -> (b v) c h w")
+        if self.round_features and isinstance(self.backbone, FeatureExtractor):
+            features = extract_as_cached(self.backbone, flat)
+        else:
+            features = self.backbone(flat)
         if self.round_features:
             features = features.half().float()
         return rearrange(features, "(b v) c h w -> b v c h w", b=images.shape[0])
