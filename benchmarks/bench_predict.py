@@ -126,8 +126,8 @@ def run(
     total, total_cpu = timed(end_to_end, device)
     decode = timed(lambda: [item["images"] for item in loader], device)[1]
     moved = [images.to(device) for images in batches]
-    backbone = timed(lambda: [scorer.extract(images) for images in moved], device)[1]
-    features = [scorer.extract(images) for images in moved]
+    features: list[torch.Tensor] = []
+    backbone = timed(lambda: features.extend(scorer.extract(images) for images in moved), device)[1]
 
     def rest() -> None:  # foreground masks, flow, maps and scores on the features
         for images, feature in zip(moved, features, strict=True):
