@@ -6,7 +6,8 @@ synthetic benchmark's test split (generated under ``--root`` when absent). The m
 ``--ckpt`` (a trained checkpoint) or, without one, is built untrained from the config and ``--overrides``
 (the weights do not change the speed). After the end-to-end pass, each stage is timed alone on the same
 batches: decode, backbone, and the rest of the scoring model on its features (foreground masks, flow, maps,
-scores).
+scores), each with its process CPU time (the figure that survives a shared machine) and its wall time (where
+the time goes on idle cores).
 
 ``--paths exact fast fast_bf16 fast_bf16_streams`` times predict's speed settings end to end in one run:
 ``exact`` (the eager backbone, predict's default ``speed=exact``), ``fast`` (``backbone_freeze=true
@@ -103,7 +104,8 @@ def run(
     threshold,
     workers: int = 0,
 ) -> dict:
-    """End-to-end wall and CPU time per sample, samples per second, and the CPU time of each stage alone.
+    """End-to-end wall and CPU time per sample, samples per second, and the CPU and wall time of each stage
+    alone.
 
     Process CPU time is the figure that survives a shared machine: the wall time of a run that others
     slow down is not what the same work takes on idle cores (with several threads it sums their times).
@@ -124,25 +126,25 @@ def run(
             score(item["images"])
 
     total, total_cpu = timed(end_to_end, device)
-    decode = timed(lambda: [item["images"] for item in loader], device)[1]
+    decode = timed(lambda: [item["images"] for item in loader], device)
     moved = [images.to(device) for images in batches]
     features: list[torch.Tensor] = []
-    backbone = timed(lambda: features.extend(scorer.extract(images) for images in moved), device)[1]
+    backbone = timed(lambda: features.extend(scorer.extract(images) for images in moved), device)
 
     def rest() -> None:  # foreground masks, flow, maps and scores on the features
         for images, feature in zip(moved, features, strict=True):
             scorer.score(feature, scorer.make_foreground(images))
 
-    flow_maps = timed(rest, device)[1]
+    flow_maps = timed(rest, device)
     n = len(dataset)
+    stages = {"decode": decode, "backbone": backbone, "flow_maps": flow_maps}
     return {
         "batch": batch,
         "ms_per_sample": 1000 * total / n,
         "samples_per_s": n / total,
         "cpu_ms_per_sample": 1000 * total_cpu / n,
-        "decode_ms": 1000 * decode / n,
-        "backbone_ms": 1000 * backbone / n,
-        "flow_maps_ms": 1000 * flow_maps / n,
+        **{f"{name}_ms": 1000 * cpu / n for name, (_, cpu) in stages.items()},
+        **{f"{name}_wall_ms": 1000 * wall / n for name, (wall, _) in stages.items()},
     }
 
 
@@ -254,6 +256,9 @@ def main() -> None:
         "decode_ms",
         "backbone_ms",
         "flow_maps_ms",
+        "decode_wall_ms",
+        "backbone_wall_ms",
+        "flow_maps_wall_ms",
     )
     if args.levers:
         compare_levers(exact_backbone, scorer.input_size, args.batches, args.rounds, device)
@@ -277,7 +282,7 @@ def main() -> None:
     print(
         f"\nBest of {args.rounds} round(s) by wall time; the last column: samples/s of every round."
         "\n\n| path | flow weights | batch | wall ms / sample | samples / s | CPU ms / sample | CPU: decode "
-        "| backbone | flow + maps | samples / s, all rounds |"
+        "| backbone | flow + maps | wall: decode | backbone | flow + maps | samples / s, all rounds |"
     )
     print("|---|---|---:|" + "---:|" * len(columns) + "---|")
     for (path, weights, batch), rounds in results.items():
