@@ -125,9 +125,8 @@ def test_a_model_trained_on_cached_features_extracts_them_from_images_bit_for_bi
     images = torch.stack([dataset[i]["images"] for i in range(4)])
     flow = MultiViewFlow(extractor.out_channels, 3, "ring", n_blocks=1, hidden=8, kernel_sizes=(3,))
     model = MultiFlowModel(extractor, flow, round_features=True)
-    with (
-        torch.no_grad()
-    ):  # before the cache is built: building it turns the extractor's weights channels-last
+    # before the cache is built: building it turns the extractor's weights channels-last
+    with torch.no_grad():
         default_layout = extractor(images.flatten(0, 1)).half().float().view(4, 3, -1, 16, 16)
         rounded = model.extract(images)
     cached, _ = FeatureCache(tmp_path / "cache", batch_size=4, show_progress=False).load_or_build(

@@ -44,6 +44,11 @@ def test_packed_weight_leaves_convolutions_oneDNN_would_not_run_to_conv2d():
     assert packed._packed is None
 
 
+def kept_convs(subnets: list[CrossViewSubnet]) -> list:
+    """The folded convolutions the subnets keep inside a keep_folded_weights block."""
+    return [conv for subnet in subnets for convs in subnet._folded.values() for conv in convs]
+
+
 @pytest.mark.parametrize("conv_dtype", [None, "bfloat16"])
 @pytest.mark.parametrize(("graph", "mode"), [("top_ring", "per_edge"), ("ring", "shared")])
 def test_kept_weights_are_packed_and_score_exactly_as_folded_in_every_call(graph, mode, conv_dtype):
@@ -56,11 +61,11 @@ def test_kept_weights_are_packed_and_score_exactly_as_folded_in_every_call(graph
         with keep_folded_weights(flow):
             assert torch.equal(flow.nll(x), expected) and torch.equal(flow.nll(x, cond), expected_cond)
             assert torch.equal(flow.nll(x[:1]), expected[:1])  # another batch size, the same layout
-            kept = [conv for subnet in subnets for convs in subnet._folded.values() for conv in convs]
+            kept = kept_convs(subnets)
     assert kept and all(conv.packed is not None and conv.packed._packed is not None for conv in kept)
     with torch.no_grad(), keep_folded_weights(flow, pack=False):
         assert torch.equal(flow.nll(x), expected)
         with keep_folded_weights(flow):  # nested: the outer block's choice holds
             assert torch.equal(flow.nll(x, cond), expected_cond)
-        kept = [conv for subnet in subnets for convs in subnet._folded.values() for conv in convs]
+        kept = kept_convs(subnets)
     assert kept and all(conv.packed is None for conv in kept)
