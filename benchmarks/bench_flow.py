@@ -1,19 +1,20 @@
-"""MultiViewFlow speed at the paper's shapes: fast path (per-edge and shared message weights) against the
-naive per-view/per-edge twin of benchmarks/naive_flow.py, side by side in one run.
+"""MultiViewFlow speed at the paper's shapes: the folded subnet kernel (multiflow_pl.speed; per-edge and
+shared message weights, each convolution algorithm and dtype) against the subnets' plain per-view/per-edge
+form (multiflow_pl.models.messages), side by side in one run.
 
 A training step is forward + loss + backward + fused AdamW step (the config's optimizer) on noise-conditioned
 features; an evaluation forward runs under ``torch.inference_mode`` without noise. The variants take turns,
 round after round, so that load from other processes hits them alike; in its turn a variant runs one untimed
 step, then ``--steps`` timed consecutive steps (as in a training loop), then an untimed and a timed evaluation
 forward. The table gives the median wall time and the median CPU time of the process (CPU time / wall time >
-threads means nothing; < threads means the process waited for a core). Before timing, the fast path is checked
-against the naive one on the same input: in float64, where both are exact up to rounding (must agree to 1e-5),
-and in float32 with float32 or bfloat16 convolutions (each path's distance from the float64 result, printed).
-The machine (CPU model, ISA flags, threads, library versions) is printed with the table: compare the ratios to
-the naive twin across machines, not the seconds.
+threads means nothing; < threads means the process waited for a core). Before timing, the folded kernel is
+checked against the plain form on the same input: in float64, where both are exact up to rounding (must agree
+to 1e-5), and in float32 with float32 or bfloat16 convolutions (each path's distance from the float64 result,
+printed). The machine (CPU model, ISA flags, threads, library versions) is printed with the table: compare the
+ratios to the plain form across machines, not the seconds.
 
     PYTHONPATH=src python benchmarks/bench_flow.py                  # CPU, 2 threads, 2 rounds of 2 steps
-    PYTHONPATH=src python benchmarks/bench_flow.py --reps 3 --variants naive fast fast_direct fast_winograd
+    PYTHONPATH=src python benchmarks/bench_flow.py --reps 3 --variants plain fast fast_direct fast_winograd
     PYTHONPATH=src python benchmarks/bench_flow.py --device cuda --amp
 """
 
@@ -36,25 +37,25 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flow_flops import flow_forward_flops
-from naive_flow import NaiveMultiViewFlow
 
-from multiflow_pl.models import conv_choice
 from multiflow_pl.models.flow import MultiViewFlow, noise_condition
+from multiflow_pl.speed import conv_choice
+from multiflow_pl.speed.folded_subnet import use_folded_convolutions
 from multiflow_pl.utils.machine import cpu_flags, cpu_model
 
 EQUIVALENCE_TOLERANCE = 1e-5
-# name -> (message weights, conv algorithm, conv dtype, naive twin)
+# name -> (message weights, conv algorithm (None: the plain subnets), conv dtype)
 VARIANTS = {
-    "naive": ("per_edge", "direct", None, True),
-    "naive_shared": ("shared", "direct", None, True),
-    "fast": ("per_edge", "auto", None, False),
-    "fast_direct": ("per_edge", "direct", None, False),
-    "fast_winograd": ("per_edge", "winograd", None, False),
-    "fast_bf16": ("per_edge", "auto", "bfloat16", False),
-    "shared": ("shared", "auto", None, False),
-    "shared_direct": ("shared", "direct", None, False),
-    "shared_winograd": ("shared", "winograd", None, False),
-    "shared_bf16": ("shared", "auto", "bfloat16", False),
+    "plain": ("per_edge", None, None),
+    "plain_shared": ("shared", None, None),
+    "fast": ("per_edge", "auto", None),
+    "fast_direct": ("per_edge", "direct", None),
+    "fast_winograd": ("per_edge", "winograd", None),
+    "fast_bf16": ("per_edge", "auto", "bfloat16"),
+    "shared": ("shared", "auto", None),
+    "shared_direct": ("shared", "direct", None),
+    "shared_winograd": ("shared", "winograd", None),
+    "shared_bf16": ("shared", "auto", "bfloat16"),
 }
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
@@ -77,10 +78,11 @@ def machine_info() -> str:
 def build_flow(
     args: argparse.Namespace,
     message_weights: str,
-    conv_algorithm: str = "auto",
+    conv_algorithm: str | None = "auto",
     conv_dtype: str | None = None,
 ) -> MultiViewFlow:
-    """The paper's flow (seeded) with message strengths 0.1, so that the cross-view messages are active."""
+    """The paper's flow (seeded) with message strengths 0.1, so that the cross-view messages are active; with
+    the folded subnet kernel unless ``conv_algorithm`` is None (the plain subnets)."""
     torch.manual_seed(0)
     flow = MultiViewFlow(
         args.channels,
@@ -90,9 +92,9 @@ def build_flow(
         hidden=args.hidden,
         kernel_sizes=args.kernel_sizes,
         message_weights=message_weights,
-        conv_algorithm=conv_algorithm,
-        conv_dtype=conv_dtype,
     )
+    if conv_algorithm is not None:
+        use_folded_convolutions(flow, conv_algorithm, conv_dtype)
     with torch.no_grad():
         for coupling in flow.couplings:
             for net in (coupling.subnet_a, coupling.subnet_b):
@@ -111,33 +113,35 @@ def features(
 
 
 def check_equivalence(args: argparse.Namespace) -> bool:
-    """Fast vs naive z / logdet on one sample: float64 (checked), float32 and bf16 convolutions (reported)."""
+    """Folded vs plain z / logdet on one sample: float64 (checked), float32 and bf16 convolutions
+    (reported)."""
     ok = True
-    print("Equivalence, fast vs naive, one sample (max |difference|):")
+    print("Equivalence, folded (fast) vs plain, one sample (max |difference|):")
     for message_weights in ("per_edge", "shared"):
         flow = build_flow(args, message_weights).to(args.device)
         flow_bf16 = build_flow(args, message_weights, conv_dtype="bfloat16").to(args.device)
-        naive = NaiveMultiViewFlow(flow)
+        plain = build_flow(args, message_weights, conv_algorithm=None).to(args.device)  # same parameters
         x, cond = features(args, 1)
         with torch.inference_mode():
-            results = {"fast": flow(x, cond), "naive": naive(x, cond), "fast bf16": flow_bf16(x, cond)}
+            results = {"fast": flow(x, cond), "plain": plain(x, cond), "fast bf16": flow_bf16(x, cond)}
             flow.double()
+            plain.double()
             z64, logdet64 = flow(x.double(), cond.double())
-            z64_naive, logdet64_naive = naive(x.double(), cond.double())
-        diff64 = max((z64 - z64_naive).abs().max().item(), (logdet64 - logdet64_naive).abs().max().item())
+            z64_plain, logdet64_plain = plain(x.double(), cond.double())
+        diff64 = max((z64 - z64_plain).abs().max().item(), (logdet64 - logdet64_plain).abs().max().item())
         ok &= diff64 <= EQUIVALENCE_TOLERANCE
         print(
-            f"  {message_weights:8s} float64: z {(z64 - z64_naive).abs().max():.1e}, "
-            f"logdet {(logdet64 - logdet64_naive).abs().max():.1e} "
+            f"  {message_weights:8s} float64: z {(z64 - z64_plain).abs().max():.1e}, "
+            f"logdet {(logdet64 - logdet64_plain).abs().max():.1e} "
             f"({'ok' if diff64 <= EQUIVALENCE_TOLERANCE else 'FAILED'}, tolerance "
             f"{EQUIVALENCE_TOLERANCE:.0e}); |z| <= {z64.abs().max():.0f}, "
             f"|logdet| <= {logdet64.abs().max():.0f}"
         )
         distances = ", ".join(
-            f"{name} z {(z - z64_naive).abs().max():.1e} logdet {(logdet - logdet64_naive).abs().max():.1e}"
+            f"{name} z {(z - z64_plain).abs().max():.1e} logdet {(logdet - logdet64_plain).abs().max():.1e}"
             for name, (z, logdet) in results.items()
         )
-        print(f"  {message_weights:8s} float32 distance from float64 naive: {distances}")
+        print(f"  {message_weights:8s} float32 distance from float64 plain: {distances}")
     return ok
 
 
@@ -197,13 +201,12 @@ class Variant:
 def make_variants(args: argparse.Namespace) -> list[Variant]:
     variants = []
     for name in args.variants:
-        message_weights, conv_algorithm, conv_dtype, naive = VARIANTS[name]
+        message_weights, conv_algorithm, conv_dtype = VARIANTS[name]
         flow = build_flow(args, message_weights, conv_algorithm, conv_dtype).to(args.device)
         optimizer = torch.optim.AdamW(  # as conf/model/multiflow.yaml
             flow.parameters(), lr=2e-4, betas=(0.9, 0.95), weight_decay=1e-5, fused=True
         )
-        model = NaiveMultiViewFlow(flow) if naive else flow
-        variants.append(Variant(name, model, optimizer, args.channels, [], []))
+        variants.append(Variant(name, flow, optimizer, args.channels, [], []))
     return variants
 
 
@@ -226,31 +229,31 @@ def report(args: argparse.Namespace, variants: list[Variant]) -> None:
         )
         for mw in ("per_edge", "shared")
     }
-    naive = next((v for v in variants if v.name == "naive"), None)
-    naive_train = _median(naive.train) if naive else None
-    naive_eval = _median(naive.evaluate)[0] if naive else None
+    plain = next((v for v in variants if v.name == "plain"), None)
+    plain_train = _median(plain.train) if plain else None
+    plain_eval = _median(plain.evaluate)[0] if plain else None
     print(
         f"\n{'variant':15s} {'train s':>8s} {'(cpu s)':>8s} {'eval s':>7s} {'(cpu s)':>8s} "
-        f"{'train/naive':>11s} {'(cpu)':>6s} {'eval/naive':>10s} {'GFLOP/s':>8s}"
+        f"{'train/plain':>11s} {'(cpu)':>6s} {'eval/plain':>10s} {'GFLOP/s':>8s}"
     )
     for v in variants:
         train_wall, train_cpu = _median(v.train)
         eval_wall, eval_cpu = _median(v.evaluate)
         rate = 3 * flops[VARIANTS[v.name][0]] / train_wall / 1e9
-        vs_naive = (
-            f"{train_wall / naive_train[0]:11.2f} {train_cpu / naive_train[1]:6.2f} "
-            f"{eval_wall / naive_eval:10.2f}"
-            if naive
+        vs_plain = (
+            f"{train_wall / plain_train[0]:11.2f} {train_cpu / plain_train[1]:6.2f} "
+            f"{eval_wall / plain_eval:10.2f}"
+            if plain
             else f"{'':11s} {'':6s} {'':10s}"
         )
         print(
-            f"{v.name:15s} {train_wall:8.2f} {train_cpu:8.2f} {eval_wall:7.2f} {eval_cpu:8.2f} {vs_naive} "
+            f"{v.name:15s} {train_wall:8.2f} {train_cpu:8.2f} {eval_wall:7.2f} {eval_cpu:8.2f} {vs_plain} "
             f"{rate:8.1f}"
         )
     print(
         f"\nFLOPs per training step (about 3x forward): per_edge {3 * flops['per_edge'] / 1e9:.0f} G, "
         f"shared {3 * flops['shared'] / 1e9:.0f} G (direct convolution; GFLOP/s above = these / train s). "
-        f"train/naive (cpu): the ratio of process CPU times, steadier than wall time on a shared machine "
+        f"train/plain (cpu): the ratio of process CPU times, steadier than wall time on a shared machine "
         f"with 1 thread.\n{machine_info()}"
     )
 
@@ -268,9 +271,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--kernel-sizes", type=int, nargs="+", default=[3, 3, 3, 3, 3, 5])
     parser.add_argument("--graph", default="top_ring")
-    parser.add_argument("--variants", nargs="+", default=["naive", "fast", "shared"], choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["plain", "fast", "shared"], choices=list(VARIANTS))
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (meant for CUDA)")
-    parser.add_argument("--skip-check", action="store_true", help="skip the fast == naive check")
+    parser.add_argument("--skip-check", action="store_true", help="skip the folded == plain check")
     args = parser.parse_args()
     args.device = torch.device(args.device)
     torch.set_num_threads(args.threads)
@@ -281,7 +284,7 @@ def main() -> None:
     )
     machine_rates(args.device)
     if not args.skip_check and not check_equivalence(args):
-        raise SystemExit("fast and naive paths disagree")
+        raise SystemExit("the folded and plain subnets disagree")
     variants = make_variants(args)
     x, cond = features(args, args.batch)
     for rep in range(args.reps):

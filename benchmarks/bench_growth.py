@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flow_flops import flow_forward_flops
 
 from multiflow_pl.models.flow import MultiViewFlow, noise_condition
+from multiflow_pl.speed.folded_subnet import use_folded_convolutions
 
 CHANNELS, GRAPH, KERNEL_SIZES = 304, "top_ring", (3, 3, 3, 3, 3, 5)
 
@@ -31,9 +32,8 @@ CHANNELS, GRAPH, KERNEL_SIZES = 304, "top_ring", (3, 3, 3, 3, 3, 5)
 def step_time(n_views: int, side: int, args: argparse.Namespace) -> float:
     """Median seconds of a training step after one warm-up step."""
     torch.manual_seed(0)
-    flow = MultiViewFlow(
-        CHANNELS, n_views, GRAPH, message_weights=args.message_weights, conv_algorithm=args.conv_algorithm
-    ).to(args.device)
+    flow = MultiViewFlow(CHANNELS, n_views, GRAPH, message_weights=args.message_weights)
+    flow = use_folded_convolutions(flow, args.conv_algorithm).to(args.device)
     with torch.no_grad():
         for coupling in flow.couplings:
             for net in (coupling.subnet_a, coupling.subnet_b):

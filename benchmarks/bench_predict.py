@@ -11,14 +11,14 @@ the time goes on idle cores).
 
 ``--paths exact fast fast_bf16 fast_bf16_streams`` times predict's speed settings end to end in one run:
 ``exact`` (the eager backbone, predict's default ``speed=exact``), ``fast`` (``backbone_freeze=true
-backbone_chunk=5``, :class:`multiflow_pl.models.fast_backbone.FastBackbone`), ``fast_bf16`` (also
+backbone_chunk=5``, :class:`multiflow_pl.speed.fast_backbone.FastBackbone`), ``fast_bf16`` (also
 ``flow_conv_dtype=bfloat16``) and ``fast_bf16_streams`` (``speed=cpu``: also ``backbone_streams`` =
 ``--threads``, that many chunks at once, one intra-op thread each). ``exact`` and ``fast_bf16_streams`` are
-read from conf/speed/, so they follow the presets. As in predict, the flow folds its weights once for the run
-(:func:`multiflow_pl.models.fusion.keep_folded_weights`) and lays them out for oneDNN; ``--weights packed
-plain`` also times each path with the kept weights left in PyTorch's layout (the same scores). Every path,
-weight layout and batch size runs ``--rounds`` times, rounds interleaved; the table gives the best round and
-the throughput of each. ``--levers`` first
+read from conf/speed/, so they follow the presets. As in predict, the flow folds its weights once for the
+run (:func:`multiflow_pl.speed.folded_subnet.keep_folded_weights`) and lays them out for oneDNN; ``--weights
+packed plain`` also times each path with the kept weights left in PyTorch's layout (the same scores). Every
+path, weight layout and batch size runs ``--rounds`` times, rounds interleaved; the table gives the best round
+and the throughput of each. ``--levers`` first
 times the backbone alone under each speed lever side by side (rounds interleaved, so a shared machine's
 load falls on all alike; best round kept), with its ratio to the eager backbone and the features' largest
 difference relative to their largest magnitude.
@@ -50,10 +50,10 @@ from torch.utils.data import DataLoader
 
 from multiflow_pl.config import config_dir
 from multiflow_pl.data.dataset import MultiViewImageDataset, collate_samples
-from multiflow_pl.models.fast_backbone import FastBackbone
-from multiflow_pl.models.fusion import keep_folded_weights
 from multiflow_pl.models.model import MultiFlowModel
 from multiflow_pl.pipeline import build_module, load_trained_model
+from multiflow_pl.speed.fast_backbone import FastBackbone
+from multiflow_pl.speed.folded_subnet import conv_settings, keep_folded_weights, set_conv_dtype
 
 
 class Speed(NamedTuple):
@@ -241,7 +241,7 @@ def main() -> None:
         : args.samples
     ]
     scorer = scorer.to(device)
-    exact_backbone, flow_conv_dtype = scorer.backbone, cfg.model.flow.get("conv_dtype")
+    exact_backbone, flow_conv_dtype = scorer.backbone, conv_settings(scorer.flow)["dtype"]
     dataset = MultiViewImageDataset(samples, scorer.input_size, 0, scorer.feature_size)
     print(
         f"{cfg.backbone.name} {list(cfg.backbone.layers)} at {scorer.input_size} px, flow "
@@ -273,7 +273,7 @@ def main() -> None:
         for _ in range(args.rounds):  # interleaved, so a busy spell of the machine falls on all alike
             for path in args.paths:
                 scorer.backbone = backbones[path]
-                scorer.flow.set_conv_dtype(PATHS[path].flow_conv_dtype or flow_conv_dtype)
+                set_conv_dtype(scorer.flow, PATHS[path].flow_conv_dtype or flow_conv_dtype)
                 for weights in args.weights:
                     with keep_folded_weights(scorer, pack=weights == "packed"):
                         for batch in args.batches:

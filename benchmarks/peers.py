@@ -40,9 +40,9 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from multiflow_pl.config import config_dir
-from multiflow_pl.models.fusion import keep_folded_weights
 from multiflow_pl.peers import PEERS, ViewImageDataset, build_peer, evaluate_views
 from multiflow_pl.pipeline import load_trained_model
+from multiflow_pl.speed.folded_subnet import keep_folded_weights
 from multiflow_pl.utils.machine import cpu_model
 
 matplotlib.use("Agg")

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.flows import make_flow, naive_flow
+from helpers.flows import make_flow, plain
 
-from multiflow_pl.models import conv_choice
 from multiflow_pl.models.flow import noise_condition
+from multiflow_pl.speed import conv_choice
 from multiflow_pl.utils.machine import cpu_flags, cpu_model
 
 
@@ -175,17 +175,18 @@ def test_default_chooser_reads_the_environment(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("mode", ["per_edge", "shared"])
 @pytest.mark.parametrize("winner", ["direct", "winograd"])
-def test_auto_flow_matches_naive_whichever_algorithm_wins(clock, monkeypatch, mode, winner):
+def test_auto_flow_matches_plain_whichever_algorithm_wins(clock, monkeypatch, mode, winner):
     clock.install(direct=[2.0 if winner == "winograd" else 1.0], winograd=[1.5])
     chooser = conv_choice.ConvChooser(clock, rounds=1)
     monkeypatch.setattr(conv_choice, "default_chooser", lambda: chooser)
-    flow = make_flow(mode=mode, dtype=torch.float64, kernel_sizes=(3, 5))
+    flow = make_flow(mode=mode, dtype=torch.float64, kernel_sizes=(3, 5), conv_algorithm="auto")
     x, cond = noise_condition(torch.randn(2, 5, 6, 5, 7, dtype=torch.float64))
     z, logdet = flow(x, cond)
     assert set(chooser.choices.values()) == {winner}
-    z_naive, logdet_naive = naive_flow.NaiveMultiViewFlow(flow)(x, cond)
-    torch.testing.assert_close(z, z_naive, atol=1e-10, rtol=0)
-    torch.testing.assert_close(logdet, logdet_naive, atol=1e-10, rtol=0)
+    with plain(flow):
+        z_plain, logdet_plain = flow(x, cond)
+    torch.testing.assert_close(z, z_plain, atol=1e-10, rtol=0)
+    torch.testing.assert_close(logdet, logdet_plain, atol=1e-10, rtol=0)
     torch.testing.assert_close(flow.inverse(z, cond), x, atol=1e-9, rtol=0)
 
 

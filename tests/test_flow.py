@@ -1,15 +1,16 @@
-"""MultiViewFlow: invertibility, exact log-determinant, cross-view dependency, fast == naive, losses, size."""
+"""MultiViewFlow: invertibility, exact log-determinant, cross-view dependency, losses, size; each exactness
+check on the plain subnets and on the folded kernel (tests/test_folded_subnet.py: the two agree)."""
 
 import pytest
 import torch
-from helpers.flows import make_flow, naive_flow
+from helpers.flows import KERNELS, make_flow
 from torch.autograd.functional import jacobian
 
-from multiflow_pl.models import conv_choice
-from multiflow_pl.models.coupling import ViewPermutation, soft_clamp
+from multiflow_pl.models.coupling import soft_clamp
 from multiflow_pl.models.flow import MultiViewFlow, noise_condition
-from multiflow_pl.models.fusion import CrossViewSubnet, _slot_groups, keep_folded_weights
 from multiflow_pl.models.graph import GRAPH_NAMES, reachable, view_graph
+from multiflow_pl.models.permutation import ViewPermutation
+from multiflow_pl.speed.folded_subnet import use_folded_convolutions
 
 MODES = ("per_edge", "shared")
 V = 5
@@ -37,11 +38,12 @@ def expected_parameters(channels, n_views, n_edges, mode, hidden, kernel_sizes, 
     return total
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("graph", GRAPH_NAMES)
-def test_inverse_recovers_input(graph, mode):
+def test_inverse_recovers_input(graph, mode, kernel):
     for dtype, atol in ((torch.float32, 1e-4), (torch.float64, 1e-9)):
-        flow = make_flow(graph, mode, dtype)
+        flow = make_flow(graph, mode, dtype, kernel=kernel)
         x, cond = features(dtype=dtype)
         for c in (cond, None):
             z, _ = flow(x, c)
@@ -60,8 +62,9 @@ def _jacobian(flow, x, cond):
     ("graph", "mode"),
     [("top_ring", "per_edge"), ("chain", "per_edge"), ("full", "shared"), ("none", "shared")],
 )
-def test_summed_logdet_equals_jacobian_slogdet(graph, mode):
-    flow = make_flow(graph, mode, torch.float64, channels=4, kernel_sizes=(3, 5))
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_summed_logdet_equals_jacobian_slogdet(graph, mode, kernel):
+    flow = make_flow(graph, mode, torch.float64, channels=4, kernel_sizes=(3, 5), kernel=kernel)
     x, cond = features(batch=1, channels=4, size=(3, 3), dtype=torch.float64)
     jac, logdet = _jacobian(flow, x, cond)
     sign, logabsdet = torch.linalg.slogdet(jac)
@@ -69,8 +72,9 @@ def test_summed_logdet_equals_jacobian_slogdet(graph, mode):
     torch.testing.assert_close(logdet.sum(), logabsdet, atol=1e-8, rtol=0)
 
 
-def test_per_pixel_logdet_with_1x1_kernels():
-    flow = make_flow("top_ring", "per_edge", torch.float64, channels=4, kernel_sizes=(1, 1))
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_per_pixel_logdet_with_1x1_kernels(kernel):
+    flow = make_flow("top_ring", "per_edge", torch.float64, channels=4, kernel_sizes=(1, 1), kernel=kernel)
     x, cond = features(batch=1, channels=4, size=(3, 2), dtype=torch.float64)
     jac, logdet = _jacobian(flow, x, cond)
     jac = jac.reshape(V * 4, 6, V * 4, 6)  # (view, channel), pixel, (view, channel), pixel
@@ -91,12 +95,13 @@ def _directed_graph():
     return adj
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("n_blocks", [1, 2])
 @pytest.mark.parametrize("graph", [*GRAPH_NAMES, "directed"])
-def test_view_dependency_follows_graph(graph, n_blocks):
+def test_view_dependency_follows_graph(graph, n_blocks, kernel):
     adj = _directed_graph() if graph == "directed" else view_graph(graph, V)
     mode = "shared" if n_blocks == 2 else "per_edge"
-    flow = make_flow(adj, mode, torch.float64, channels=4, kernel_sizes=(3,) * n_blocks)
+    flow = make_flow(adj, mode, torch.float64, channels=4, kernel_sizes=(3,) * n_blocks, kernel=kernel)
     x, cond = features(batch=1, channels=4, size=(3, 3), dtype=torch.float64)
     jac = jacobian(lambda inp: flow(inp, cond)[0], x, vectorize=True)  # [1, V, C, h, w, 1, V, C, h, w]
     depends = jac[0, :, :, :, :, 0].abs().sum(dim=(1, 2, 3, 5, 6, 7)) > 1e-12  # [V (z view), V (x view)]
@@ -104,12 +109,15 @@ def test_view_dependency_follows_graph(graph, n_blocks):
     assert torch.equal(depends, reachable(adj, 2 * n_blocks))
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("graph", GRAPH_NAMES)
-def test_new_flow_is_its_channel_permutations(graph, mode):
+def test_new_flow_is_its_channel_permutations(graph, mode, kernel):
     """Gates start at 0 and scale the whole subnetwork output: every new coupling is the identity."""
     torch.manual_seed(0)
     flow = MultiViewFlow(6, V, graph, n_blocks=3, hidden=8, kernel_sizes=(3, 3, 5), message_weights=mode)
+    if kernel == "folded":
+        use_folded_convolutions(flow)
     assert torch.count_nonzero(flow.gammas()) == 0
     x, cond = features()
     expected = x
@@ -121,10 +129,11 @@ def test_new_flow_is_its_channel_permutations(graph, mode):
         assert torch.equal(logdet, torch.zeros_like(logdet))
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("mode", MODES)
-def test_silent_messages_give_independent_per_view_flows(mode):
-    linked = make_flow("top_ring", mode, torch.float64)
-    independent = make_flow("none", mode, torch.float64)
+def test_silent_messages_give_independent_per_view_flows(mode, kernel):
+    linked = make_flow("top_ring", mode, torch.float64, kernel=kernel)
+    independent = make_flow("none", mode, torch.float64, kernel=kernel)
     shared_keys = independent.state_dict().keys()
     independent.load_state_dict({k: v for k, v in linked.state_dict().items() if k in shared_keys})
     with torch.no_grad():
@@ -143,92 +152,6 @@ def test_silent_messages_give_independent_per_view_flows(mode):
     others = [0, 1, 3, 4]
     assert torch.equal(z_changed[:, others], z[:, others])
     assert not torch.allclose(z_changed[:, 2], z[:, 2])
-
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("graph", GRAPH_NAMES)
-def test_fast_matches_naive(graph, mode):
-    flow = make_flow(graph, mode, kernel_sizes=(3, 5))
-    naive = naive_flow.NaiveMultiViewFlow(flow)
-    x, cond = features()
-    for c in (cond, None):
-        z, logdet = flow(x, c)
-        z_naive, logdet_naive = naive(x, c)
-        # float32: conv_algorithm=auto may pick Winograd (about twice the rounding of a direct convolution)
-        torch.testing.assert_close(z, z_naive, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(logdet, logdet_naive, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("noise_channels", [0, 2])
-def test_fast_matches_naive_with_other_noise_channels(noise_channels):
-    flow = make_flow("ring", "per_edge", noise_channels=noise_channels)
-    x, _ = features()
-    cond = torch.randn(2, V, noise_channels, 5, 4) if noise_channels else None  # per-view noise maps
-    z, logdet = flow(x, cond)
-    z_naive, logdet_naive = naive_flow.NaiveMultiViewFlow(flow)(x, cond)
-    torch.testing.assert_close(z, z_naive, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(logdet, logdet_naive, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(flow.inverse(z, cond), x, atol=1e-4, rtol=0)
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_bfloat16_convolutions_stay_close_and_invertible(mode, monkeypatch):
-    conv_dtypes = []
-    real_direct = conv_choice.ALGORITHMS["direct"]
-    monkeypatch.setitem(
-        conv_choice.ALGORITHMS, "direct", lambda x, *a: conv_dtypes.append(x.dtype) or real_direct(x, *a)
-    )
-    flow = make_flow("top_ring", mode, kernel_sizes=(3, 5), conv_dtype="bfloat16", conv_algorithm="direct")
-    x, cond = features()
-    z, logdet = flow(x, cond)
-    assert set(conv_dtypes) == {torch.bfloat16} and z.dtype == logdet.dtype == torch.float32
-    z_exact, logdet_exact = naive_flow.NaiveMultiViewFlow(flow.double())(x.double(), cond.double())
-    flow.float()
-    assert (z - z_exact).abs().max() < 0.05 * z_exact.abs().max()  # bfloat16: 8 significant bits
-    assert (logdet - logdet_exact).abs().max() < 0.05 * logdet_exact.abs().max()
-    torch.testing.assert_close(flow.inverse(z, cond), x, atol=1e-4, rtol=0)  # same convs, same inputs
-    conv_dtypes.clear()
-    flow.double()(x.double(), cond.double())  # float64 (the exactness checks) is left alone
-    assert set(conv_dtypes) == {torch.float64}
-    with pytest.raises(ValueError, match="conv_dtype"):
-        make_flow(conv_dtype="float16")
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_bfloat16_hidden_maps_equal_widening_them_between_the_convolutions(mode, monkeypatch):
-    """The hidden maps stay in bfloat16 between a subnet's convolutions; widening them to float32 there
-    (relu, gathers and the shared neighbour mean in float32) gives the same values bit for bit."""
-    flow = make_flow("top_ring", mode, conv_dtype="bfloat16", conv_algorithm="direct")
-    x, cond = features()
-    with torch.no_grad():
-        z, logdet = flow(x, cond)
-        kept = CrossViewSubnet._conv
-
-        def widened(self, *args, out_dtype=None):
-            return kept(self, *args, out_dtype=out_dtype or x.dtype)
-
-        monkeypatch.setattr(CrossViewSubnet, "_conv", widened)
-        z_wide, logdet_wide = flow(x, cond)
-    assert torch.equal(z, z_wide) and torch.equal(logdet, logdet_wide)
-
-
-@pytest.mark.parametrize(
-    ("graph", "mode"), [("top_ring", "per_edge"), ("chain", "per_edge"), ("ring", "shared")]
-)
-def test_gradients_match_naive(graph, mode):
-    flow = make_flow(graph, mode, torch.float64)
-    x, cond = features(dtype=torch.float64)
-    grads = []
-    for model in (flow, naive_flow.NaiveMultiViewFlow(flow)):
-        flow.zero_grad()
-        z, logdet = model(x, cond)
-        (0.5 * z.pow(2).sum(2) - logdet).mean().backward()
-        grads.append({name: p.grad.clone() for name, p in flow.named_parameters()})
-    assert grads[0].keys() == grads[1].keys()
-    for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-10, rtol=1e-8, msg=name)
-    assert grads[0]["couplings.0.subnet_a.gamma"].abs().min() > 0
-    assert grads[0]["couplings.0.subnet_b.message_weight"].abs().max() > 0
 
 
 def test_nll_and_loss():
@@ -315,58 +238,3 @@ def test_parameter_count_at_paper_settings():
     expected = expected_parameters(304, 5, 16, "per_edge", 64, (3, 3, 3, 3, 3, 5), 1)
     assert 63.5e6 < expected < 64.5e6
     assert MultiViewFlow(304, 5, "top_ring").n_parameters == expected
-
-
-@pytest.mark.parametrize("graph", GRAPH_NAMES)
-def test_folded_per_edge_weights_have_no_empty_slots(graph):
-    adjacency = view_graph(graph, V)
-    groups = _slot_groups(adjacency)
-    banks = torch.cat([bank.flatten() for _, _, bank in groups])
-    # every self weight and every edge weight exactly once: no zero slots for missing edges
-    assert sorted(banks.tolist()) == list(range(V + int(adjacency.sum())))
-    assert sorted(torch.cat([views for views, _, _ in groups]).tolist()) == list(range(V))
-    if graph == "top_ring":  # the top view hears from all four sides, each side from three views
-        assert [tuple(bank.shape) for _, _, bank in groups] == [(1, 5), (4, 4)]
-        assert [source is None for _, source, _ in groups] == [True, False]
-
-
-@pytest.mark.parametrize(
-    ("graph", "mode"), [("top_ring", "per_edge"), ("none", "per_edge"), ("ring", "shared")]
-)
-def test_kept_folded_weights_score_exactly_and_refold_outside_the_block(graph, mode):
-    flow = make_flow(graph, mode, conv_algorithm="direct")
-    x, cond = features()
-    with torch.no_grad():
-        expected, expected_cond = flow.nll(x), flow.nll(x, cond)
-        with keep_folded_weights(flow):
-            with keep_folded_weights(flow):  # nested: the outer block keeps what the inner folded
-                assert torch.equal(flow.nll(x), expected)
-            assert torch.equal(flow.nll(x), expected) and torch.equal(flow.nll(x, cond), expected_cond)
-            assert all(len(m._folded) == 2 for m in flow.modules() if hasattr(m, "_folded"))
-            flow.couplings[0].subnet_a.gamma.mul_(0.5)  # the block promises no change: kept weights stay
-            kept = flow.nll(x)
-            assert torch.equal(kept, expected)
-        changed = flow.nll(x)  # outside the block: folded afresh
-    assert not torch.equal(changed, expected)
-    with keep_folded_weights(flow):
-        loss = flow.nll(x).mean()  # gradients recorded: folded in the call, so gamma gets its gradient
-        loss.backward()
-    assert torch.equal(flow.nll(x).detach(), changed)
-    assert flow.couplings[0].subnet_a.gamma.grad.abs().sum() > 0
-    assert all(m._folded is None for m in flow.modules() if hasattr(m, "_folded"))
-
-
-def test_set_conv_dtype_switches_a_float32_flow_to_bfloat16_convolutions():
-    flow = make_flow("top_ring", "per_edge", conv_algorithm="direct")
-    reference = make_flow("top_ring", "per_edge", conv_algorithm="direct", conv_dtype="bfloat16")
-    x, _ = features()
-    with torch.no_grad(), keep_folded_weights(flow):
-        exact = flow.nll(x)
-        flow.set_conv_dtype("bfloat16")  # drops the float32 weights kept so far
-        assert torch.equal(flow.nll(x), reference.nll(x))
-        assert not torch.equal(flow.nll(x), exact)
-        assert (flow.nll(x) - exact).abs().max() < 0.05 * exact.abs().max()
-        flow.set_conv_dtype(None)
-        assert torch.equal(flow.nll(x), exact)
-    with pytest.raises(ValueError, match="conv_dtype"):
-        flow.set_conv_dtype("float16")

@@ -13,6 +13,7 @@ ALLOWED = {
     "utils": {"utils"},
     "data": {"data", "utils"},
     "models": {"models", "data", "utils"},
+    "speed": {"speed", "models", "data", "utils"},
     "evaluation": {"evaluation", "models", "data", "utils"},
 }
 """Layer -> the layers its modules may import (the callbacks, the Lightning module and the entry points

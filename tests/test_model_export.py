@@ -21,6 +21,7 @@ from multiflow_pl.inference import ExportedScorer
 from multiflow_pl.models.model import OUTPUT_NAMES
 from multiflow_pl.models.model_export import export_model
 from multiflow_pl.pipeline import load_trained_model
+from multiflow_pl.speed.folded_subnet import use_folded_convolutions
 
 VIEWS = ["C1", "C2", "C3", "C4", "C5"]
 TOLERANCE = 1e-5
@@ -111,9 +112,7 @@ def test_export_and_inference_command_lines(tmp_path, tiny_run):
 
 def test_winograd_flows_export_with_library_convolutions(tmp_path, tiny_run):
     python_model = load_trained_model(tiny_run.checkpoint).model
-    for subnet in python_model.flow.modules():
-        if hasattr(subnet, "conv_algorithm"):
-            subnet.conv_algorithm = "winograd"  # the CPU default for wide flows; batch-dependent chunks
+    use_folded_convolutions(python_model.flow, "winograd")  # a CPU choice of auto; batch-dependent chunks
     path = export_model(python_model, tmp_path / "model.pt2", "exported_program")
     images = torch.rand(3, 5, 3, 64, 64)
     with torch.no_grad():

@@ -161,7 +161,7 @@ def test_bfloat16_flow_on_a_cpu_without_bf16_instructions_warns(tmp_path, tiny_r
 
 def test_fast_backbone_chunks_and_freezes_the_extractor():
     from multiflow_pl.models.backbone import FeatureExtractor
-    from multiflow_pl.models.fast_backbone import FastBackbone
+    from multiflow_pl.speed.fast_backbone import FastBackbone
 
     backbone = FeatureExtractor("resnet18", ["layer2"], input_size=64).eval()
     assert FastBackbone.configured(backbone, False, None) is backbone  # the exact eager path
@@ -183,7 +183,7 @@ def test_fast_backbone_chunks_and_freezes_the_extractor():
 
 def test_backbone_streams_run_chunks_on_threads_of_one_intra_op_thread_each():
     from multiflow_pl.models.backbone import FeatureExtractor
-    from multiflow_pl.models.fast_backbone import FastBackbone
+    from multiflow_pl.speed.fast_backbone import FastBackbone
 
     backbone = FeatureExtractor("resnet18", ["layer2"], input_size=64).eval()
     with pytest.raises(ValueError, match="backbone_streams=2 with backbone_chunk=None"):

@@ -3,15 +3,16 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers.flows import make_flow, naive_flow
+from helpers.flows import make_flow, plain
 from helpers.runs import compose_config
-from hydra.utils import instantiate
 from torch.autograd.functional import jacobian
 
-from multiflow_pl.models import winograd
 from multiflow_pl.models.flow import noise_condition
-from multiflow_pl.models.fusion import CrossViewSubnet
 from multiflow_pl.models.graph import view_graph
+from multiflow_pl.models.messages import CrossViewSubnet
+from multiflow_pl.pipeline import build_module
+from multiflow_pl.speed import winograd
+from multiflow_pl.speed.folded_subnet import FoldedSubnetKernel, conv_settings, use_folded_convolutions
 
 V = 5
 
@@ -98,14 +99,15 @@ def _features(dtype=torch.float64, channels=6, size=(5, 7), batch=2):
 
 @pytest.mark.parametrize("mode", ["per_edge", "shared"])
 @pytest.mark.parametrize("graph", ["top_ring", "ring", "none"])
-def test_winograd_flow_matches_naive_and_inverts(graph, mode):
+def test_winograd_flow_matches_plain_and_inverts(graph, mode):
     flow = _flow(graph, mode, "winograd")
     x, cond = _features()
     for c in (cond, None):
         z, logdet = flow(x, c)
-        z_naive, logdet_naive = naive_flow.NaiveMultiViewFlow(flow)(x, c)
-        torch.testing.assert_close(z, z_naive, atol=1e-10, rtol=0)
-        torch.testing.assert_close(logdet, logdet_naive, atol=1e-10, rtol=0)
+        with plain(flow):
+            z_plain, logdet_plain = flow(x, c)
+        torch.testing.assert_close(z, z_plain, atol=1e-10, rtol=0)
+        torch.testing.assert_close(logdet, logdet_plain, atol=1e-10, rtol=0)
         torch.testing.assert_close(flow.inverse(z, c), x, atol=1e-9, rtol=0)
 
 
@@ -134,14 +136,14 @@ def test_forced_winograd_falls_back_to_direct_where_unsupported(monkeypatch):
     real = winograd.winograd_conv2d
     monkeypatch.setattr(winograd, "winograd_conv2d", lambda *a: calls.append(a[1].shape) or real(*a))
     u = torch.randn(1, 6, 6, V, 4)
-    CrossViewSubnet(4, 4, view_graph("top_ring", V), 7, hidden=8, conv_algorithm="winograd")(u)
+    use_folded_convolutions(CrossViewSubnet(4, 4, view_graph("top_ring", V), 7, hidden=8), "winograd")(u)
     assert calls == []
-    CrossViewSubnet(4, 4, view_graph("top_ring", V), 3, hidden=8, conv_algorithm="winograd")(u)
+    use_folded_convolutions(CrossViewSubnet(4, 4, view_graph("top_ring", V), 3, hidden=8), "winograd")(u)
     # first conv; then the folded per-edge conv, one per in-degree: the top view reads all 5 views, the
     # 4 side views 4 each (2 * 4 outputs per view)
     assert calls == [(V * 8, 4, 3, 3), (8, V * 8, 3, 3), (4 * 8, 4 * 8, 3, 3)]
     with pytest.raises(ValueError, match="conv_algorithm"):
-        CrossViewSubnet(4, 4, view_graph("ring", V), 3, conv_algorithm="fft")
+        FoldedSubnetKernel(CrossViewSubnet(4, 4, view_graph("ring", V), 3), "fft")
 
 
 def test_flow_outputs_are_contiguous_in_the_public_layout():
@@ -152,8 +154,22 @@ def test_flow_outputs_are_contiguous_in_the_public_layout():
     assert flow.inverse(z, cond).is_contiguous()
 
 
-@pytest.mark.parametrize("algorithm", ["auto", "direct"])
-def test_conv_algorithm_is_a_config_key(tmp_path, algorithm):
-    cfg = compose_config("train", tmp_path, [f"model.flow.conv_algorithm={algorithm}"])
-    flow = instantiate(cfg.model.flow)(channels=8, n_views=V)
-    assert {net.conv_algorithm for c in flow.couplings for net in (c.subnet_a, c.subnet_b)} == {algorithm}
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], ("folded", "direct", None)),  # the default: the same seed gives the same numbers
+        (["trainer.benchmark=true"], ("folded", "auto", None)),  # timed choices are opt-in, as cuDNN's
+        (["trainer.benchmark=true", "model.convolutions.algorithm=direct"], ("folded", "direct", None)),
+        (
+            ["model.convolutions.algorithm=winograd", "model.convolutions.dtype=bfloat16"],
+            ("folded", "winograd", "bfloat16"),
+        ),
+        (["model.convolutions.kernel=plain"], ("plain", None, None)),
+    ],
+)
+def test_convolutions_are_config_keys(tmp_path, overrides, expected):
+    from multiflow_pl.models.backbone import FeatureExtractor
+
+    cfg = compose_config("train", tmp_path, ["backbone=resnet18", *overrides])
+    module = build_module(cfg, FeatureExtractor("resnet18", ["layer1"], input_size=32), V)
+    assert tuple(conv_settings(module.model.flow).values()) == expected

@@ -18,6 +18,7 @@ from multiflow_pl.models.backbone import FeatureExtractor
 from multiflow_pl.models.checkpoint import restore_backbone, strip_backbone
 from multiflow_pl.models.flow import MultiViewFlow, noise_condition
 from multiflow_pl.models.model import AnomalyScores, MultiFlowModel
+from multiflow_pl.speed.folded_subnet import use_folded_convolutions
 
 RNG_KEY = "multiflow_rng"
 CONFIG_KEY = "multiflow_config"
@@ -37,6 +38,10 @@ class MultiFlowModule(L.LightningModule):
         n_views: number of views per sample.
         optimizer: a partial optimizer taking ``params``.
         scheduler: optional partial LR scheduler taking ``optimizer``.
+        convolutions: how the flow's subnets compute: ``{"algorithm": "direct" | "auto" | "winograd",
+            "dtype": None | "bfloat16"}`` for their folded convolutions
+            (:func:`~multiflow_pl.speed.folded_subnet.use_folded_convolutions`; None: direct, the
+            parameters' dtype), or ``{"kernel": "plain"}`` for the paper's per-view form (slow).
         noise_std, noise_scale: train-time noise conditioning (used when the flow has noise channels).
         score_reduction, score_topk, eval_size, foreground, round_features: see :class:`MultiFlowModel`.
         metrics: the streaming test metrics.
@@ -55,6 +60,7 @@ class MultiFlowModule(L.LightningModule):
         n_views: int,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
+        convolutions: dict | None = None,
         noise_std: float = 0.15,
         noise_scale: float = 20.0,
         score_reduction: str = "max",
@@ -76,6 +82,11 @@ class MultiFlowModule(L.LightningModule):
             foreground=foreground,
             round_features=round_features,
         )
+        settings = dict(convolutions or {})
+        if settings.pop("kernel", "folded") != "plain":
+            use_folded_convolutions(
+                self.model.flow, settings.get("algorithm") or "direct", settings.get("dtype")
+            )
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.noise_std = noise_std

@@ -65,8 +65,20 @@ def build_module(
         foreground=OmegaConf.select(cfg, "data.foreground", default="none"),
         round_features=bool(OmegaConf.select(cfg, "data.cache_features", default=False)),
         backbone_storage=OmegaConf.select(cfg, "checkpoint.backbone", default="reference"),
+        convolutions=convolution_settings(cfg),
     )
     return factory(run_config=run_config)
+
+
+def convolution_settings(cfg: DictConfig) -> dict:
+    """``model.convolutions`` with its algorithm resolved: an unset one is ``"direct"`` (the same seed gives
+    the same numbers), or ``"auto"`` (timed choices) when ``trainer.benchmark`` is true, as cuDNN's."""
+    settings = OmegaConf.to_container(cfg.model.get("convolutions") or OmegaConf.create({}), resolve=True)
+    if settings.get("algorithm") is None:
+        settings["algorithm"] = (
+            "auto" if OmegaConf.select(cfg, "trainer.benchmark", default=None) else "direct"
+        )
+    return settings
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ docs/benchmarks.md): :class:`FastBackbone` runs the backbone TorchScript-frozen 
 convolutions, oneDNN kernels), on chunks of a few images (a batch of 8 samples is 40 images, whose
 activations overflow the CPU caches), several chunks at once on threads of one intra-op thread each;
 features then differ from the eager ones by float rounding (~2e-6 relative;
-:mod:`multiflow_pl.models.fast_backbone`). ``flow_conv_dtype=bfloat16`` runs the flow's convolutions in
+:mod:`multiflow_pl.speed.fast_backbone`). ``flow_conv_dtype=bfloat16`` runs the flow's convolutions in
 bfloat16 (CPUs with AMX or AVX-512 bf16, and GPUs), which moves scores by about 1e-3 of the largest score.
 ``summary.json`` records the settings that ran. Always on, and exact: the flow folds its weights once for
 the whole run and, on CPU, lays them out for oneDNN once
-(:func:`~multiflow_pl.models.fusion.keep_folded_weights`).
+(:func:`~multiflow_pl.speed.folded_subnet.keep_folded_weights`).
 """
 
 from __future__ import annotations
@@ -48,11 +48,11 @@ from multiflow_pl.data.inputs import FoundSamples, find_samples
 from multiflow_pl.data.profile import FLAG_KINDS, InputFlag, format_flags, input_flags
 from multiflow_pl.evaluation.plots import plot_sample_sheet
 from multiflow_pl.evaluation.writers import write_csv
-from multiflow_pl.models.fast_backbone import FastBackbone
-from multiflow_pl.models.fusion import keep_folded_weights
 from multiflow_pl.models.model import MultiFlowModel
 from multiflow_pl.models.threshold import NORMALISATION, Threshold
 from multiflow_pl.pipeline import load_trained_model
+from multiflow_pl.speed.fast_backbone import FastBackbone
+from multiflow_pl.speed.folded_subnet import conv_settings, keep_folded_weights, set_conv_dtype
 from multiflow_pl.utils.atomic import staged_folder
 from multiflow_pl.utils.machine import cpu_model, has_fast_bfloat16
 from multiflow_pl.utils.progress import progress
@@ -98,7 +98,7 @@ def predict(cfg: DictConfig) -> dict:
         cfg.get("backbone_streams"),
     )
     if cfg.get("flow_conv_dtype"):
-        model.flow.set_conv_dtype(cfg.flow_conv_dtype)
+        set_conv_dtype(model.flow, cfg.flow_conv_dtype)
         if device.type == "cpu" and has_fast_bfloat16() is False:
             log.warning(BF16_EMULATED, cpu_model())
     loader = _image_loader(found, model, data, cfg)
@@ -148,7 +148,7 @@ def _speed_settings(model: MultiFlowModel, device: torch.device) -> dict:
         "backbone_frozen": fast and backbone.frozen,
         "backbone_chunk": backbone.chunk if fast else None,
         "backbone_streams": backbone.streams if fast else 1,
-        "flow_conv_dtype": model.flow.conv_dtype,
+        "flow_conv_dtype": conv_settings(model.flow)["dtype"],
     }
 
 

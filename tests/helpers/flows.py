@@ -1,27 +1,37 @@
-"""Tiny flows for the tests, and the naive per-view twin they are checked against."""
+"""Tiny flows for the tests, in their plain form or with the folded subnet kernel."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import contextlib
+from collections.abc import Iterator
 
 import torch
+from torch import nn
 
 from multiflow_pl.models.flow import MultiViewFlow
-
-_NAIVE_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "naive_flow.py"
-_spec = importlib.util.spec_from_file_location("naive_flow", _NAIVE_PATH)
-naive_flow = importlib.util.module_from_spec(_spec)
-"""benchmarks/naive_flow.py: the per-view/per-edge twin the fast flow is checked against."""
-_spec.loader.exec_module(naive_flow)
+from multiflow_pl.models.messages import CrossViewSubnet
+from multiflow_pl.speed.folded_subnet import use_folded_convolutions
 
 N_VIEWS = 5
+KERNELS = ("plain", "folded")
+"""How a test flow's subnets compute: the paper's per-view form, or the folded kernel training uses."""
 
 
-def make_flow(graph="top_ring", mode="per_edge", dtype=torch.float32, channels=6, kernel_sizes=(3, 3), **kw):
+def make_flow(
+    graph="top_ring",
+    mode="per_edge",
+    dtype=torch.float32,
+    channels=6,
+    kernel_sizes=(3, 3),
+    kernel="folded",
+    conv_algorithm="direct",
+    conv_dtype=None,
+    **kw,
+):
     """Tiny seeded ``MultiViewFlow`` over :data:`N_VIEWS` views with output gates drawn in [0.5, 1.5].
 
     A new flow's gates are 0 (every coupling the identity); these make subnetworks and messages active.
+    ``kernel="folded"`` gives it the folded subnet kernel with ``conv_algorithm`` and ``conv_dtype``;
     ``kw`` goes to the constructor; hidden defaults to 8.
     """
     torch.manual_seed(0)
@@ -36,8 +46,24 @@ def make_flow(graph="top_ring", mode="per_edge", dtype=torch.float32, channels=6
         **kw,
     )
     flow = flow.to(dtype)
+    if kernel == "folded":
+        use_folded_convolutions(flow, conv_algorithm, conv_dtype)
     with torch.no_grad():
         for coupling in flow.couplings:
             for net in (coupling.subnet_a, coupling.subnet_b):
                 net.gamma.uniform_(0.5, 1.5)
     return flow
+
+
+@contextlib.contextmanager
+def plain(module: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every subnet of ``module`` computes its plain form (its kernel set aside)."""
+    subnets = [m for m in module.modules() if isinstance(m, CrossViewSubnet)]
+    kernels = [subnet.kernel for subnet in subnets]
+    for subnet in subnets:
+        subnet.kernel = None
+    try:
+        yield module
+    finally:
+        for subnet, kernel in zip(subnets, kernels, strict=True):
+            subnet.kernel = kernel

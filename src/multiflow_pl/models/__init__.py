@@ -1,2 +1,3 @@
-"""Models, plain torch: backbone, view graphs, coupling blocks, cross-view fusion, the flow, anomaly maps and
-MultiFlowModel (the one model behind training, testing, prediction and export), checkpoints, threshold."""
+"""The method, plain torch: backbone, view graphs, channel permutations, coupling blocks, cross-view messages,
+the flow, anomaly maps, and MultiFlowModel (the one model behind training, testing, prediction and export);
+its export, checkpoints and threshold. How fast the subnets compute lives in :mod:`multiflow_pl.speed`."""

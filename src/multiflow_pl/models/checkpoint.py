@@ -28,15 +28,25 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used with the requested configuration."""
 
 
+LEGACY_CONV_KEYS = {"conv_algorithm": "algorithm", "conv_dtype": "dtype"}
+"""``model.flow`` keys of checkpoints written before the speed settings left the flow -> their
+``model.convolutions`` names."""
+
+
 def load_checkpoint_config(checkpoint: dict, path: str | Path) -> DictConfig:
     """The run configuration stored in a checkpoint by the training entry point (a checkpoint written
-    before the model/module split gets today's module path)."""
+    before the model/module split gets today's module path; one written with the convolution settings
+    under ``model.flow`` gets them under ``model.convolutions``)."""
     saved = checkpoint.get("multiflow_config")
     if not saved:
         raise CheckpointError(f"{path} has no multiflow_config: it was not written by multiflow_pl.train.")
     config = OmegaConf.create(saved)
     if OmegaConf.select(config, "model._target_") == LEGACY_MODULE_TARGET:
         config.model._target_ = MODULE_TARGET
+    flow = OmegaConf.select(config, "model.flow")
+    for old, new in LEGACY_CONV_KEYS.items():
+        if flow is not None and old in flow:
+            OmegaConf.update(config, f"model.convolutions.{new}", flow.pop(old), force_add=True)
     return config
 
 

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from multiflow_pl.models.coupling import AffineCoupling, ViewPermutation
-from multiflow_pl.models.fusion import ConvAlgorithm, ConvDtype, MessageWeights
+from multiflow_pl.models.coupling import AffineCoupling
 from multiflow_pl.models.graph import check_adjacency, view_graph
+from multiflow_pl.models.messages import MessageWeights
+from multiflow_pl.models.permutation import ViewPermutation
 
 
 def noise_condition(
@@ -31,7 +32,9 @@ class MultiViewFlow(nn.Module):
     """Multi-Flow: coupling blocks over ``[B, V, C, h, w]`` features with cross-view message passing.
 
     Each block permutes every view's channels (fixed, seeded) and applies a two-sided affine coupling whose
-    subnetworks exchange messages along ``graph``. The log-determinant is kept per pixel and view.
+    subnetworks exchange messages along ``graph``. The log-determinant is kept per pixel and view. Subnets
+    compute in their plain form unless given a kernel (:func:`multiflow_pl.speed.use_folded_convolutions`,
+    which training and scoring use: the same function, faster).
 
     Args:
         channels: C, feature channels per view.
@@ -44,13 +47,6 @@ class MultiViewFlow(nn.Module):
         clamp: soft-clamp bound of the log-scales.
         noise_channels: channels of the noise-conditioning input (0 disables it).
         message_weights: ``"per_edge"`` (own message conv per directed edge, the paper) or ``"shared"``.
-        conv_algorithm: ``"auto"`` (per convolution, the faster of the library's and a Winograd convolution,
-            timed on this machine at first use, see :mod:`multiflow_pl.models.conv_choice`), ``"winograd"``
-            (every 3x3/5x5 convolution in float32/64) or ``"direct"`` (always the library's convolution);
-            the same function up to rounding.
-        conv_dtype: None (subnetwork convolutions in the features' dtype) or ``"bfloat16"`` (float32
-            features only: the convolutions round their inputs and weights to bfloat16; the coupling
-            arithmetic and log-determinant stay float32).
         seed: seeds the channel permutations (parameters use the global generator).
     """
 
@@ -66,8 +62,6 @@ class MultiViewFlow(nn.Module):
         noise_channels: int = 1,
         message_weights: MessageWeights = "per_edge",
         seed: int = 0,
-        conv_algorithm: ConvAlgorithm = "auto",
-        conv_dtype: ConvDtype = None,
     ) -> None:
         super().__init__()
         if len(kernel_sizes) != n_blocks:
@@ -82,17 +76,7 @@ class MultiViewFlow(nn.Module):
             ViewPermutation(channels, n_views, generator) for _ in range(n_blocks)
         )
         self.couplings = nn.ModuleList(
-            AffineCoupling(
-                channels,
-                adjacency,
-                k,
-                hidden,
-                clamp,
-                noise_channels,
-                message_weights,
-                conv_algorithm,
-                conv_dtype,
-            )
+            AffineCoupling(channels, adjacency, k, hidden, clamp, noise_channels, message_weights)
             for k in kernel_sizes
         )
 
@@ -105,18 +89,6 @@ class MultiViewFlow(nn.Module):
         """Output gates ``[n_blocks, 2, V]`` (block, coupling step a/b, view), detached."""
         gates = [torch.stack([c.subnet_a.gamma, c.subnet_b.gamma]) for c in self.couplings]
         return torch.stack(gates).detach()
-
-    @property
-    def conv_dtype(self) -> ConvDtype:
-        """The dtype the subnetwork convolutions run in (None: the features' dtype)."""
-        return self.couplings[0].subnet_a.conv_dtype
-
-    def set_conv_dtype(self, conv_dtype: ConvDtype) -> None:
-        """Run every subnetwork convolution in ``conv_dtype`` (None or ``"bfloat16"``) from now on, e.g. to
-        score faster with a model trained in float32."""
-        for coupling in self.couplings:
-            coupling.subnet_a.set_conv_dtype(conv_dtype)
-            coupling.subnet_b.set_conv_dtype(conv_dtype)
 
     def _check_inputs(self, x: torch.Tensor, cond: torch.Tensor | None) -> None:
         if x.dim() != 5 or x.shape[1] != self.n_views or x.shape[2] != self.channels:
@@ -146,7 +118,8 @@ class MultiViewFlow(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The flow in pixel-major layout: ``(z [B, h, w, V, C], logdet [B, h, w, V])``.
 
-        The blocks work on ``[B, h, w, V, C]`` (see :mod:`multiflow_pl.models.fusion`); the first
+        The blocks work on ``[B, h, w, V, C]``: convolutions then see channels-last images (fast on CPU
+        and GPU), and splitting channels or gathering views moves whole channel vectors. The first
         permutation's gather also does the layout change.
         """
         self._check_inputs(x, cond)

@@ -93,7 +93,7 @@ class MultiFlowModel(nn.Module):
 
         With ``round_features`` they are rounded to float16, and the exact extractor runs as the feature
         cache runs it (:func:`~multiflow_pl.data.features.extract_as_cached`), so that they equal the cached
-        ones bit for bit. A backbone run for speed (:class:`~multiflow_pl.models.fast_backbone.FastBackbone`)
+        ones bit for bit. A backbone run for speed (:class:`~multiflow_pl.speed.fast_backbone.FastBackbone`)
         rounds differently anyway and keeps its own layout.
         """
         flat = rearrange(images, "b v c h w -> (b v) c h w")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from multiflow_pl.models.messages import CrossViewSubnet
 from multiflow_pl.models.model import OUTPUT_NAMES, MultiFlowModel
 from multiflow_pl.utils.atomic import atomic_path
 
@@ -39,11 +40,9 @@ def export_model(model: MultiFlowModel, path: str | Path, format: str, example_b
             f"part of the model. Use a model trained with data.foreground in {EXPORTABLE_FOREGROUND}."
         )
     frozen = _PlainOutputs(copy.deepcopy(model).eval().requires_grad_(False))
+    for subnet in [m for m in frozen.modules() if isinstance(m, CrossViewSubnet) and m.kernel is not None]:
+        subnet.kernel = subnet.kernel.portable()  # no choices tied to this machine or batch size
     for module in frozen.modules():
-        if hasattr(module, "conv_algorithm"):
-            # Winograd's chunking follows the batch size, which an export keeps symbolic; the library's
-            # convolutions compute the same function (up to rounding) on every device.
-            module.conv_algorithm = "direct"
         for name, buffer in module.named_buffers(recurse=False):
             if not buffer.is_contiguous():  # the archive format stores strided views of buffers poorly
                 setattr(module, name, buffer.contiguous())

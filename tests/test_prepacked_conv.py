@@ -1,4 +1,5 @@
-"""PackedConvWeight: the weight laid out for oneDNN once, the same values as F.conv2d bit for bit."""
+"""PackedConvWeight (speed/prepacked_conv): the weight laid out for oneDNN once, the same values as F.conv2d
+bit for bit."""
 
 import pytest
 import torch
@@ -6,8 +7,8 @@ import torch.nn.functional as F
 from helpers.flows import make_flow
 
 from multiflow_pl.models.flow import noise_condition
-from multiflow_pl.models.fusion import CrossViewSubnet, keep_folded_weights
-from multiflow_pl.models.packed_weight import PackedConvWeight, runs_on_onednn
+from multiflow_pl.speed.folded_subnet import FoldedSubnetKernel, keep_folded_weights
+from multiflow_pl.speed.prepacked_conv import PackedConvWeight, runs_on_onednn
 
 
 def channels_last(batch: int, channels: int, size: int, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
@@ -44,18 +45,18 @@ def test_packed_weight_leaves_convolutions_oneDNN_would_not_run_to_conv2d():
     assert packed._packed is None
 
 
-def kept_convs(subnets: list[CrossViewSubnet]) -> list:
-    """The folded convolutions the subnets keep inside a keep_folded_weights block."""
-    return [conv for subnet in subnets for convs in subnet._folded.values() for conv in convs]
+def kept_convs(kernels: list[FoldedSubnetKernel]) -> list:
+    """The folded convolutions the subnet kernels keep inside a keep_folded_weights block."""
+    return [conv for kernel in kernels for convs in kernel._folded.values() for conv in convs]
 
 
 @pytest.mark.parametrize("conv_dtype", [None, "bfloat16"])
 @pytest.mark.parametrize(("graph", "mode"), [("top_ring", "per_edge"), ("ring", "shared")])
 def test_kept_weights_are_packed_and_score_exactly_as_folded_in_every_call(graph, mode, conv_dtype):
-    flow = make_flow(graph, mode, conv_algorithm="direct", conv_dtype=conv_dtype, channels=12)
+    flow = make_flow(graph, mode, conv_dtype=conv_dtype, channels=12)
     generator = torch.Generator().manual_seed(2)
     x, cond = noise_condition(torch.randn(3, 5, 12, 8, 8, generator=generator), generator=generator)
-    subnets = [m for m in flow.modules() if isinstance(m, CrossViewSubnet)]
+    subnets = [m for m in flow.modules() if isinstance(m, FoldedSubnetKernel)]
     with torch.no_grad():
         expected, expected_cond = flow.nll(x), flow.nll(x, cond)
         with keep_folded_weights(flow):

@@ -34,7 +34,7 @@ class PackedConvWeight:
     """A convolution weight and its copy in oneDNN's layout, made at the first call that runs oneDNN.
 
     The weight must not change while the object is in use (it belongs to a block of kept folded weights:
-    :func:`multiflow_pl.models.fusion.keep_folded_weights`).
+    :func:`multiflow_pl.speed.folded_subnet.keep_folded_weights`).
 
     Args:
         weight: ``[G*Cout, Cin, k, k]``.

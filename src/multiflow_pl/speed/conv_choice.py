@@ -4,7 +4,7 @@ Like cuDNN's benchmark mode: the first time a convolution of a given kind is met
 strides, groups, dtype, device, thread count, which inputs need gradients), every candidate algorithm that can
 compute it is timed on copies of its inputs, the fastest is remembered for the process and used from then
 on. Candidates are the library's convolution (``"direct"``) and the project's Winograd convolution
-(:mod:`multiflow_pl.models.winograd`, CPU float32/64, 3x3 and 5x5 kernels); on CUDA and in half precision
+(:mod:`multiflow_pl.speed.winograd`, CPU float32/64, 3x3 and 5x5 kernels); on CUDA and in half precision
 only the library's. With gradients on, a timing is forward + backward (as in a training step); without,
 the forward alone.
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from multiflow_pl.models import winograd
+from multiflow_pl.speed import winograd
 from multiflow_pl.utils.atomic import write_atomic
 from multiflow_pl.utils.machine import cpu_model
 
