@@ -37,10 +37,10 @@ import torch
 from demo_search import run_setting
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from peer_detectors import PEERS, ViewImageDataset, build_peer, evaluate_views
 from torch.utils.data import DataLoader
 
 from multiflow_pl.config import config_dir
-from multiflow_pl.peers import PEERS, ViewImageDataset, build_peer, evaluate_views
 from multiflow_pl.pipeline import load_trained_model
 from multiflow_pl.speed.folded_subnet import keep_folded_weights
 from multiflow_pl.utils.machine import cpu_model

@@ -50,7 +50,7 @@ def tiny_overrides(data_root: Path) -> list[str]:
         f"data.root={data_root}",
         "data.category=can",
         "data.resolution=64",
-        "data.generate=null",
+        "++data.generate=null",  # the synthetic source renders none; the others have no generator
         "data.eval_size=64",
         "data.num_workers=0",
         "data.cache.num_workers=0",

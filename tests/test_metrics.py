@@ -12,7 +12,9 @@ import torch
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from multiflow_pl.evaluation.metrics import CLASS_NAME_BYTES, AnomalyMetrics, ExpandingHistogram, adeval_aupr
+from multiflow_pl.evaluation.curves import adeval_aupr
+from multiflow_pl.evaluation.histogram import ExpandingHistogram
+from multiflow_pl.evaluation.metrics import CLASS_NAME_BYTES, AnomalyMetrics
 
 PIXEL_KEYS = ("pixel_auroc", "pixel_ap", "pixel_aupro", "pixel_aupr")
 AUPR_KEYS = ("image_aupr", "sample_aupr", "pixel_aupr")

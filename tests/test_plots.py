@@ -10,8 +10,8 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sklearn_roc_curve
 
+from multiflow_pl.callbacks.dataset_paths import dataset_path
 from multiflow_pl.callbacks.plots import SheetCandidate, keep_extremes
-from multiflow_pl.callbacks.test_data import dataset_path
 from multiflow_pl.evaluation.plots import (
     MAP_COLOURMAP,
     SheetGeometry,

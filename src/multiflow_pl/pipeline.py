@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from multiflow_pl.data.datamodule import MultiViewDataModule
-from multiflow_pl.data.profile import view_profile
+from multiflow_pl.data.view_profile import view_profile
 from multiflow_pl.evaluation.writers import write_metrics_json
 from multiflow_pl.lightning_module import MultiFlowModule
 from multiflow_pl.models.backbone import FeatureExtractor

@@ -45,7 +45,7 @@ from multiflow_pl.data.datamodule import flips_for
 from multiflow_pl.data.dataset import MultiViewImageDataset, collate_samples
 from multiflow_pl.data.errors import DatasetError, summarize
 from multiflow_pl.data.inputs import FoundSamples, find_samples
-from multiflow_pl.data.profile import FLAG_KINDS, InputFlag, format_flags, input_flags
+from multiflow_pl.data.view_profile import FLAG_KINDS, InputFlag, format_flags, input_flags
 from multiflow_pl.evaluation.plots import plot_sample_sheet
 from multiflow_pl.evaluation.writers import write_csv
 from multiflow_pl.models.model import MultiFlowModel

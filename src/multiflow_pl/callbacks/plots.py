@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from torch.utils.data import Dataset
 
-from multiflow_pl.callbacks.test_data import test_dataset
+from multiflow_pl.callbacks.dataset_paths import test_dataset
 from multiflow_pl.data.sample import MultiViewSample
 from multiflow_pl.evaluation.plots import (
     SheetRow,

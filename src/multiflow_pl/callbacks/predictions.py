@@ -11,7 +11,7 @@ import numpy as np
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from multiflow_pl.callbacks.test_data import category_folder, dataset_path, test_dataset
+from multiflow_pl.callbacks.dataset_paths import category_folder, dataset_path, test_dataset
 from multiflow_pl.data.sample import MultiViewSample
 from multiflow_pl.evaluation.writers import write_realiad_predictions
 from multiflow_pl.utils.distributed import gather_objects
