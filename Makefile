@@ -15,7 +15,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock demo test lint format bench bench-peers clean
+.PHONY: help install lock demo test test-fast lint format bench bench-peers clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -35,8 +35,11 @@ lock: $(STAMP)  ## re-resolve the locks to the newest versions pyproject.toml al
 demo: $(STAMP)  ## train + evaluate Multi-Flow on the synthetic benchmark (CPU, minutes); ARGS="..." adds overrides
 	$(PY) -m multiflow_pl.train $(ARGS)
 
-test: $(STAMP)  ## run the test suite
+test: $(STAMP)  ## run the whole test suite (both tiers; what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## the fast tier, for the edit-test loop: everything but the end-to-end tests (-m "not e2e")
+	$(PY) -m pytest $(PYTEST_ARGS) -m "not e2e"
 
 lint: $(STAMP)  ## ruff lint + format check
 	$(VENV)/bin/ruff check .

@@ -9,6 +9,13 @@ import pytest
 from helpers.runs import TINY_TRAIN, TinyRun, compose_config, write_image_file
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests of a trained model (the session's ``tiny_run``) are end-to-end: ``make test-fast`` skips them."""
+    for item in items:
+        if "tiny_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture
 def write_image() -> Callable[..., Path]:
     """``write_image(path, size=8, seed=0) -> path``: a tiny random RGB image file."""

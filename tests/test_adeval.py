@@ -12,6 +12,8 @@ from helpers.runs import TINY_TRAIN, compose_config
 
 from multiflow_pl.train import train
 
+pytestmark = pytest.mark.e2e  # trains, or runs a command line, end to end
+
 pytest.importorskip("adeval")
 
 SAMPLE_KEY = r"([a-zA-Z][a-zA-Z0-9_]*_[0-9]{4}_[A-Z][A-Z_]*[A-Z])_C[0-9]_"

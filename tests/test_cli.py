@@ -15,6 +15,8 @@ import pytest
 from helpers.runs import TINY_TRAIN, run_cli
 from PIL import Image
 
+pytestmark = pytest.mark.e2e  # trains, or runs a command line, end to end
+
 REPO = Path(__file__).resolve().parents[1]
 NOISE = (
     "litlogger",

@@ -4,7 +4,10 @@ import csv
 import sys
 from pathlib import Path
 
+import pytest
 from helpers.runs import run_cli
+
+pytestmark = pytest.mark.e2e  # trains, or runs a command line, end to end
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_scores.py"
 ROWS = [  # key, label, class, C1 score, C2 score

@@ -24,6 +24,8 @@ from multiflow_pl.config import config_dir
 from multiflow_pl.data.synthetic import generate
 from multiflow_pl.pipeline import build_data_and_model, build_trainer
 
+pytestmark = pytest.mark.e2e  # builds and runs every shipped config (data, model, trainer) end to end
+
 PREFIX = {"experiment": "+experiment", "debug": "+debug", "launcher": "+launcher"}
 """How a group is chosen on the command line (groups without a default are added with +)."""
 

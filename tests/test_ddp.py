@@ -18,6 +18,8 @@ from test_pipeline import TINY_DATA
 
 from multiflow_pl.evaluate import evaluate
 
+pytestmark = pytest.mark.e2e  # trains, or runs a command line, end to end
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 N_TEST = 7  # odd: a padding DistributedSampler would repeat a sample on one of the two ranks
 METRICS = (

@@ -80,6 +80,7 @@ def offline_wandb(monkeypatch):
     GlobalHydra.instance().clear()
 
 
+@pytest.mark.e2e
 def test_training_run_leaves_predictions_plots_and_an_offline_wandb_run(tmp_path, offline_wandb):
     overrides = [o for o in TINY_DATA if not o.startswith("logger=")]  # default loggers: CSV + W&B offline
     cfg = compose_config("train", tmp_path, [*overrides, "trainer.max_epochs=1", "+notes.api_key=hunter2"])

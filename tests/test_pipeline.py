@@ -56,7 +56,7 @@ def test_realiad_experiment_is_the_papers_setting(tmp_path):
     cfg = compose_config(
         "train", tmp_path, ["+experiment=realiad", "data.root=/x", "data.category=audiojack"]
     )
-    assert cfg.data.root == "/x" and cfg.data.category == "audiojack" and cfg.data.generate is None
+    assert cfg.data.root == "/x" and cfg.data.category == "audiojack" and "generate" not in cfg.data
     assert cfg.backbone.name.startswith("tf_efficientnet_b5") and list(cfg.backbone.layers) == ["blocks.5"]
     assert cfg.backbone.input_size == 768 and cfg.backbone.pretrained is True
     flow = cfg.model.flow
@@ -79,6 +79,7 @@ def test_ablations_compose(tmp_path, ablation):
     assert str(OmegaConf.select(cfg, key)) == value
 
 
+@pytest.mark.e2e
 def test_fast_dev_run_train_then_evaluate(tmp_path):
     cfg = compose_config("train", tmp_path, [*TINY_DATA, "trainer.max_epochs=1"])
     metrics = train(cfg)

@@ -42,8 +42,8 @@ def auto_foreground(
     # faster than a sort on CPU, and ONNX can express it (not kthvalue nor median).
     lower_half = frame.topk((frame.shape[2] - 1) // 2 + 1, dim=2, largest=False, sorted=False).values
     background = lower_half.amax(dim=2)[..., None, None]
-    # Not Tensor.norm(dim=1): reducing over the strided channel axis runs ~25x slower there on CPU. In place,
-    # so no second image-sized buffer is allocated (and page-faulted): 3.7x faster, the same values.
+    # Not Tensor.norm(dim=1), which reduces slowly over the strided channel axis on CPU; in place, so no
+    # second image-sized buffer is allocated (the same values; timings in docs/benchmarks.md).
     distance = (images - background).square_().sum(dim=1, keepdim=True).sqrt_()
     pixel_fg = (distance > threshold).float()
     cell_fg = (F.adaptive_avg_pool2d(pixel_fg, feature_size) > 0.05).float()

@@ -35,8 +35,7 @@ def read_views(paths: Sequence[Path], size: int, flips: Sequence[bool]) -> torch
     """Read one sample's view images -> float [V,3,size,size] in [0,1], each as :func:`read_image` reads it.
 
     The views are decoded into one tensor: a JPEG at the target size goes from its bytes to its slot in one
-    pass, with no image-sized float copy per view and no stacking copy (about 1.5 ms less per 5-view sample
-    of 256 px; docs/benchmarks.md).
+    pass, with no image-sized float copy per view and no stacking copy (what that saves: docs/benchmarks.md).
     """
     views = torch.empty(len(paths), 3, size, size)
     for slot, path, flip in zip(views, paths, flips, strict=True):

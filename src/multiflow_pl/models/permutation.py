@@ -26,7 +26,7 @@ class ViewPermutation(nn.Module):
         offsets = torch.arange(n_views, device=perm.device)[:, None] * channels
         index = (perm + offsets).flatten()
         flat = x.flatten(view_dim, view_dim + 1)
-        if view_dim + 2 == x.dim():  # channels last: as rows of a matrix, ~5x faster on CPU than dim 3 of 4
+        if view_dim + 2 == x.dim():  # channels last: a gather of matrix rows (faster on CPU)
             rows = flat.reshape(-1, n_views * channels).index_select(1, index)
             return rows.view(*x.shape[:view_dim], n_views, channels)
         return flat.index_select(view_dim, index).unflatten(view_dim, (n_views, channels))
