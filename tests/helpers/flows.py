@@ -15,6 +15,9 @@ from multiflow_pl.speed.folded_subnet import use_folded_convolutions
 N_VIEWS = 5
 KERNELS = ("plain", "folded")
 """How a test flow's subnets compute: the paper's per-view form, or the folded kernel training uses."""
+VARIANTS = [("plain", "conv"), ("folded", "conv"), ("plain", "cross_attention"), ("plain", "self_attention")]
+"""(kernel, messages) of the flows every exactness check runs on: attention subnets have only a plain form
+(the folded kernel leaves them alone)."""
 
 
 def make_flow(
@@ -26,13 +29,14 @@ def make_flow(
     kernel="folded",
     conv_algorithm="direct",
     conv_dtype=None,
+    messages="conv",
     **kw,
 ):
     """Tiny seeded ``MultiViewFlow`` over :data:`N_VIEWS` views with output gates drawn in [0.5, 1.5].
 
     A new flow's gates are 0 (every coupling the identity); these make subnetworks and messages active.
-    ``kernel="folded"`` gives it the folded subnet kernel with ``conv_algorithm`` and ``conv_dtype``;
-    ``kw`` goes to the constructor; hidden defaults to 8.
+    ``kernel="folded"`` gives it the folded subnet kernel with ``conv_algorithm`` and ``conv_dtype`` (conv
+    messages only); ``messages`` and ``kw`` go to the constructor; hidden defaults to 8.
     """
     torch.manual_seed(0)
     kw.setdefault("hidden", 8)
@@ -43,6 +47,7 @@ def make_flow(
         n_blocks=len(kernel_sizes),
         kernel_sizes=kernel_sizes,
         message_weights=mode,
+        messages=messages,
         **kw,
     )
     flow = flow.to(dtype)
