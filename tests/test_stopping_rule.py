@@ -44,6 +44,8 @@ def test_cap_stops_even_while_improving():
     assert run(rule, [5.0, 4.0, 3.0, 2.0, 1.0, 0.5]) == (50, "cap")  # first check at or after the cap
     rule = StoppingRule(min_steps=10, max_steps=-1, patience=2)
     assert run(rule, [5.0, 4.0, 3.0, 2.0, 1.0, 0.5]) == (None, "")
+    rule = StoppingRule(min_steps=100, max_steps=20, patience=2)  # a cap below the floor wins
+    assert run(rule, [5.0, 4.0, 3.0]) == (20, "cap")
 
 
 def test_min_delta_makes_small_improvements_not_count():
@@ -81,8 +83,6 @@ def test_bad_settings_and_checks_are_refused():
         StoppingRule(0, None, patience=0)
     with pytest.raises(ValueError, match="smoothing"):
         StoppingRule(0, None, patience=1, smoothing=1.0)
-    with pytest.raises(ValueError, match="below the floor"):
-        StoppingRule(100, 50, patience=1)
     rule = StoppingRule(0, None, patience=1)
     with pytest.raises(ValueError, match="finite"):
         rule.update(10, math.nan)

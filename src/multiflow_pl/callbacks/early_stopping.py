@@ -18,9 +18,10 @@ class ValidationNLLStopping(Callback):
     At every validation check (every ``trainer.val_check_interval`` steps) it reads the module's
     ``val_nll`` (the masked NLL of the held-out normal samples of ``data.val_fraction``, without noise
     conditioning: the training loss's formula), logs ``val/nll_smoothed`` and a line per check, and stops
-    training on a plateau after ``min_steps`` or at ``trainer.max_steps`` (the cap). When the cap falls
-    between two checks, it asks for one more check there, so that the last checkpoint and its OK/NG
-    threshold belong to the final weights. The test set is never read.
+    training on a plateau after ``min_steps`` or at ``trainer.max_steps`` (the cap). When the last step
+    (the cap, or the end of ``trainer.max_epochs``) falls between two checks, it asks for one more check
+    there, so that the last checkpoint and its OK/NG threshold belong to the final weights. The test set is
+    never read.
 
     Args:
         min_steps: the floor: no stop on a plateau before this many optimizer steps.
@@ -54,10 +55,13 @@ class ValidationNLLStopping(Callback):
             )
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        cap = trainer.max_steps
-        last_step = self.checks[-1].step if self.checks else None
-        if 0 <= cap <= trainer.global_step and last_step != trainer.global_step:
-            trainer.should_stop = True  # Lightning then validates once more before it stops
+        """At the last step (``max_steps``, or the last batch of ``max_epochs``) between two checks, ask
+        for one more: Lightning validates before it stops on ``should_stop``."""
+        at_cap = 0 <= trainer.max_steps <= trainer.global_step
+        last_epoch = trainer.is_last_batch and 0 < (trainer.max_epochs or -1) <= trainer.current_epoch + 1
+        checked = bool(self.checks) and self.checks[-1].step == trainer.global_step
+        if (at_cap or last_epoch) and not checked:
+            trainer.should_stop = True
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or pl_module.val_nll.update_count == 0:

@@ -40,7 +40,8 @@ class StoppingRule:
 
     Args:
         min_steps: no stop on a plateau before this many steps.
-        max_steps: stop at the first check at or after this many steps; -1 or None: no cap.
+        max_steps: stop at the first check at or after this many steps, even below the floor; -1 or None:
+            no cap.
         patience: checks without improvement that make a plateau (at least 1).
         min_delta: how much lower than the best the smoothed NLL must be to count as an improvement.
         smoothing: weight of the past in the moving average, in [0, 1) (0: the raw values).
@@ -60,10 +61,8 @@ class StoppingRule:
             raise ValueError(f"smoothing must lie in [0, 1), got {smoothing}.")
         if min_delta < 0:
             raise ValueError(f"min_delta must not be negative, got {min_delta}.")
-        cap = None if max_steps is None or max_steps < 0 else max_steps
-        if cap is not None and cap < min_steps:
-            raise ValueError(f"The cap (max_steps={cap}) lies below the floor (min_steps={min_steps}).")
-        self.min_steps, self.max_steps, self.patience = min_steps, cap, patience
+        self.min_steps, self.patience = min_steps, patience
+        self.max_steps = None if max_steps is None or max_steps < 0 else max_steps
         self.min_delta, self.smoothing = min_delta, smoothing
         self.checks: list[Check] = []
 
