@@ -30,63 +30,57 @@ def _logged(run_dir) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _checkpoint(run_dir) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+def _train(root, *overrides: str) -> tuple[str, dict]:
+    """Train the tiny step-based run with ``overrides`` from the command line, test it; returns its log
+    and last checkpoint (which carries an OK/NG threshold)."""
+    result = run_cli("train", root, *STEPS, *overrides)
+    assert result.returncode == 0, result.stderr
+    run_dir = root / "run"
+    assert (run_dir / "metrics.json").is_file()
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert CHECKPOINT_KEY in checkpoint
+    return (run_dir / "train.log").read_text(), checkpoint
 
 
 @pytest.mark.e2e
 def test_training_stops_on_a_plateau_of_the_validation_nll(tmp_path):
     # min_delta so large that no check improves: a plateau after `patience` checks, held until the floor
-    result = run_cli(
-        "train",
+    log, checkpoint = _train(
         tmp_path,
-        *STEPS,
         "trainer.max_steps=40",
         "callbacks.early_stopping.min_steps=6",
         "callbacks.early_stopping.patience=1",
         "callbacks.early_stopping.min_delta=1e9",
     )
-    assert result.returncode == 0, result.stderr
-    log = (tmp_path / "run" / "train.log").read_text()
     assert "Training stops at step 6: a plateau of the smoothed NLL" in log
     assert "step 2: validation NLL" in log and "step 4: validation NLL" in log
-    checkpoint = _checkpoint(tmp_path / "run")
-    assert checkpoint["global_step"] == 6 and CHECKPOINT_KEY in checkpoint
+    assert checkpoint["global_step"] == 6
     rows = _logged(tmp_path / "run")
-    keys = set(rows[0])
     gates = {f"gate/block{b}/{view}" for b in range(2) for view in VIEWS}
-    assert {"val/nll", "val/nll_smoothed", *gates} <= keys
+    assert {"val/nll", "val/nll_smoothed", *gates} <= set(rows[0])
     assert len([row for row in rows if row["val/nll"]]) == 3  # checks at steps 2, 4, 6
     assert all(float(row[f"gate/block0/{v}"]) > 0 for row in rows if row["val/nll"] for v in VIEWS)
     assert (tmp_path / "run" / "plots" / "training_curves.png").stat().st_size > 0
-    assert (tmp_path / "run" / "metrics.json").is_file()
 
 
 @pytest.mark.e2e
 def test_cap_between_checks_gets_a_last_check_with_attention_messages(tmp_path):
-    result = run_cli(
-        "train",
+    log, checkpoint = _train(
         tmp_path,
-        *STEPS,
         "model.flow.messages=cross_attention",
         "trainer.max_steps=5",
         "callbacks.early_stopping.min_steps=1",
         "callbacks.early_stopping.patience=100",
     )
-    assert result.returncode == 0, result.stderr
-    log = (tmp_path / "run" / "train.log").read_text()
     assert "step 5: validation NLL" in log and "Training stops at step 5: the cap" in log
-    checkpoint = _checkpoint(tmp_path / "run")
-    assert checkpoint["global_step"] == 5 and CHECKPOINT_KEY in checkpoint
+    assert checkpoint["global_step"] == 5
     assert any(".attention.in_weight" in key for key in checkpoint["state_dict"])
     assert checkpoint["multiflow_config"]["model"]["flow"]["messages"] == "cross_attention"
-    assert (tmp_path / "run" / "metrics.json").is_file()
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_validation_nll_is_the_masked_loss_without_noise(tmp_path):
     """``val/nll`` is the training loss's masked NLL with cond=None, averaged over samples."""
-
     cfg = compose_config("train", tmp_path, STEPS)
     GlobalHydra.instance().clear()
     module = build_module(cfg, instantiate(cfg.backbone), 5)
