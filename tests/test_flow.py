@@ -316,3 +316,14 @@ def test_folded_kernel_leaves_attention_subnets_plain():
         FoldedSubnetKernel(flow.couplings[0].subnet_a)
     with pytest.raises(ValueError, match="messages must be one of"):
         make_flow(messages="attention")
+
+
+def test_attention_flow_exports_for_any_batch_size():
+    """Attention subnets run their plain form, which must trace without reading tensors (torch.export)."""
+    flow = make_flow("top_ring", messages="cross_attention").eval()
+    x, _ = features()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    with torch.no_grad():
+        program = torch.export.export(flow, (x,), dynamic_shapes=({0: batch},), strict=False)
+        other, _ = features(batch=3, seed=5)
+        torch.testing.assert_close(program.module()(other)[0], flow(other)[0])

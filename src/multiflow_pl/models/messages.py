@@ -115,6 +115,8 @@ class CrossViewSubnet(nn.Module):
         adjacency = adjacency.cpu()
         self.n_edges = int(adjacency.sum())
         self.register_buffer("edges", adjacency.nonzero(), persistent=False)  # [E, 2]: (target, source)
+        # the same as Python pairs: the plain form loops over them without reading a tensor (exportable)
+        self.edge_pairs: list[tuple[int, int]] = [(int(i), int(j)) for i, j in adjacency.nonzero().tolist()]
         if self.n_edges:
             n_kernels = self.n_edges if message_weights == "per_edge" else 1
             self.message_weight = _uniform_init((n_kernels, c_out, hidden, k, k), hidden * k * k)
@@ -153,7 +155,7 @@ class CrossViewSubnet(nn.Module):
         for i in range(n_views):
             out = same_conv(hidden[i], self.self_weight[i], self.self_bias[i])
             incoming = []
-            for e, (target, source) in enumerate(self.edges.tolist()):
+            for e, (target, source) in enumerate(self.edge_pairs):
                 if target == i:
                     m = e if self.message_weights == "per_edge" else 0
                     read = hidden[source]  # conv messages read h_j; attention ones its attended map
