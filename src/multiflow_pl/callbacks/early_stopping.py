@@ -70,9 +70,8 @@ class ValidationNLLStopping(Callback):
         pl_module.log("val/nll_smoothed", check.smoothed, rank_zero_only=True)
         if trainer.is_global_zero:
             log.info(
-                "step %d: validation NLL %.4f (smoothed %.4f, best %.4f, %d/%d checks without improvement)",
+                "step %d: smoothed validation NLL %.4f (best %.4f, %d/%d checks without improvement)",
                 check.step,
-                check.value,
                 check.smoothed,
                 check.best,
                 check.stale,

@@ -24,8 +24,8 @@ def gate_magnitudes(gammas: np.ndarray) -> np.ndarray:
 
 class TrainingCurves(Callback):
     """At every validation check, log the gates' magnitudes per block and view (``gate/block<b>/<view>``:
-    mean |gamma| of the block's two coupling steps) beside the module's ``val/nll``; after training, log a
-    summary line and save ``<run>/<dirname>/training_curves.png`` (validation NLL, the stopping rule's
+    mean |gamma| of the block's two coupling steps) beside the module's ``val/nll``, and a line with both;
+    after training, save ``<run>/<dirname>/training_curves.png`` (validation NLL, the stopping rule's
     smoothed NLL and stop, one panel of gates per block), also to W&B when the wandb logger is on.
 
     The gates start at 0 (every coupling the identity); how far they open says how much the subnetworks,
@@ -57,17 +57,19 @@ class TrainingCurves(Callback):
         self.steps.append(trainer.global_step)
         self.nll.append(float(pl_module.val_nll.compute()))
         self.gates.append(gates.tolist())
+        if trainer.is_global_zero:
+            log.info(
+                "step %d: validation NLL %.4f; output gates |gamma| per block (mean over views): %s",
+                self.steps[-1],
+                self.nll[-1],
+                ", ".join(f"{value:.3f}" for value in gates.mean(axis=1)),
+            )
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or not self.steps:
             return
         gates = np.asarray(self.gates)
         views = _view_names(pl_module, gates.shape[2])
-        log.info(
-            "Output gates |gamma| at step %d, mean over views per block: %s",
-            self.steps[-1],
-            ", ".join(f"{value:.3f}" for value in gates[-1].mean(axis=1)),
-        )
         stopping = next((c for c in trainer.callbacks if isinstance(c, ValidationNLLStopping)), None)
         checks = {check.step: check for check in stopping.checks} if stopping is not None else {}
         smoothed = [checks[s].smoothed for s in self.steps] if all(s in checks for s in self.steps) else None
