@@ -13,6 +13,7 @@ from multiflow_pl.models.flow import MultiViewFlow, noise_condition
 from multiflow_pl.models.graph import GRAPH_NAMES, reachable, view_graph
 from multiflow_pl.models.messages import CrossViewSubnet
 from multiflow_pl.models.permutation import ViewPermutation
+from multiflow_pl.speed.attention_subnet import BatchedAttentionKernel
 from multiflow_pl.speed.folded_subnet import FoldedSubnetKernel, use_folded_convolutions
 
 MODES = ("per_edge", "shared")
@@ -309,18 +310,22 @@ def test_conv_messages_keep_their_state_dict_keys():
     }
 
 
-def test_folded_kernel_leaves_attention_subnets_plain():
+def test_attention_subnets_get_the_batched_kernel():
     flow = make_flow("top_ring", messages="self_attention")
-    assert all(m.kernel is None for m in flow.modules() if isinstance(m, CrossViewSubnet))
+    kernels = [m.kernel for m in flow.modules() if isinstance(m, CrossViewSubnet)]
+    assert kernels and all(isinstance(kernel, BatchedAttentionKernel) for kernel in kernels)
     with pytest.raises(ValueError, match="conv messages only"):
         FoldedSubnetKernel(flow.couplings[0].subnet_a)
+    with pytest.raises(ValueError, match="conv ones"):
+        BatchedAttentionKernel(make_flow(kernel="plain").couplings[0].subnet_a)
     with pytest.raises(ValueError, match="messages must be one of"):
         make_flow(messages="attention")
 
 
-def test_attention_flow_exports_for_any_batch_size():
-    """Attention subnets run their plain form, which must trace without reading tensors (torch.export)."""
-    flow = make_flow("top_ring", messages="cross_attention").eval()
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_attention_flow_exports_for_any_batch_size(kernel):
+    """Both forms of attention subnets trace without reading tensors (torch.export)."""
+    flow = make_flow("top_ring", messages="cross_attention", kernel=kernel).eval()
     x, _ = features()
     batch = torch.export.Dim("batch", min=1, max=64)
     with torch.no_grad():

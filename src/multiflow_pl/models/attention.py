@@ -55,21 +55,26 @@ class EdgeAttention(nn.Module):
         self.norm_weight = nn.Parameter(torch.ones(n_sets, hidden))
         self.norm_bias = nn.Parameter(torch.zeros(n_sets, hidden))
 
-    def forward(self, s: int, sender: torch.Tensor, receiver: torch.Tensor) -> torch.Tensor:
-        """Weight set ``s`` on hidden maps ``sender [B, hidden, h, w]`` (h_j) and ``receiver`` (h_i, read
-        by cross attention only) -> the attended map ``[B, hidden, h, w]`` the message conv takes."""
-        batch, hidden, height, width = sender.shape
-        keys_from = sender.flatten(2).transpose(1, 2)  # [B, hw, hidden]
-        queries_from = receiver.flatten(2).transpose(1, 2) if self.kind == "cross_attention" else keys_from
-        w_q, w_k, w_v = self.in_weight[s].split(hidden)
-        b_q, b_k, b_v = self.in_bias[s].split(hidden)
-        q = F.linear(queries_from, w_q, b_q)
-        k = F.linear(keys_from, w_k, b_k)
-        v = F.linear(keys_from, w_v, b_v)
-        weights = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(hidden), dim=-1)  # [B, hw (query), hw]
-        attended = F.relu(F.linear(weights @ v, self.out_weight[s], self.out_bias[s]))
-        attended = F.layer_norm(attended, (hidden,), self.norm_weight[s], self.norm_bias[s])
-        return attended.transpose(1, 2).reshape(batch, hidden, height, width)
+    def forward(self, s: int | torch.Tensor, sender: torch.Tensor, receiver: torch.Tensor) -> torch.Tensor:
+        """The attended map the message conv takes, from hidden maps ``sender`` (h_j) and ``receiver`` (h_i,
+        read by cross attention only).
+
+        ``s`` is one weight set (an int) for maps ``[B, hidden, h, w]``, or the sets of E edges (a long
+        tensor ``[E]``) for maps ``[B, E, hidden, h, w]`` (all edges at once); returns the maps' shape.
+        """
+        hidden, height, width = sender.shape[-3:]
+        keys_from = sender.flatten(-2).transpose(-1, -2)  # [..., hw, hidden]
+        queries_from = receiver.flatten(-2).transpose(-1, -2) if self.kind == "cross_attention" else keys_from
+        w_q, w_k, w_v = self.in_weight[s].transpose(-1, -2).split(hidden, dim=-1)  # [(E,) hidden, hidden]
+        b_q, b_k, b_v = self.in_bias[s].unsqueeze(-2).split(hidden, dim=-1)  # [(E,) 1, hidden]
+        q = queries_from @ w_q + b_q
+        k = keys_from @ w_k + b_k
+        v = keys_from @ w_v + b_v
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hidden), dim=-1)  # [..., hw (query), hw]
+        attended = (weights @ v) @ self.out_weight[s].transpose(-1, -2) + self.out_bias[s].unsqueeze(-2)
+        attended = F.layer_norm(F.relu(attended), (hidden,))
+        attended = attended * self.norm_weight[s].unsqueeze(-2) + self.norm_bias[s].unsqueeze(-2)
+        return attended.transpose(-1, -2).unflatten(-1, (height, width))
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}, sets={self.in_weight.shape[0]}, hidden={self.hidden}"

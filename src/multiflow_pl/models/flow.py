@@ -49,8 +49,7 @@ class MultiViewFlow(nn.Module):
         noise_channels: channels of the noise-conditioning input (0 disables it).
         message_weights: ``"per_edge"`` (own message weights per directed edge, the paper) or ``"shared"``.
         messages: ``"conv"`` (a conv of the sender's hidden map, the paper), or the reference code's
-            ``"cross_attention"`` / ``"self_attention"`` (:mod:`multiflow_pl.models.attention`; the folded
-            kernel leaves these subnets in their plain form).
+            ``"cross_attention"`` / ``"self_attention"`` (:mod:`multiflow_pl.models.attention`).
         seed: seeds the channel permutations (parameters use the global generator).
     """
 

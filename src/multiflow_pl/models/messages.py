@@ -17,8 +17,8 @@ of h_j: M_{j->i} = conv_k(A_{j->i}(h_j, h_i)) (:mod:`multiflow_pl.models.attenti
 
 How the subnet computes is pluggable: a :class:`SubnetKernel` given to it (``subnet.kernel``) computes the
 same function from the same parameters, faster; :mod:`multiflow_pl.speed` has the folded, batched one that
-training uses. Without a kernel the subnet runs :meth:`~CrossViewSubnet.plain_forward`. The folded kernel
-computes conv messages only; attention subnets keep their plain form.
+training uses (for attention messages, a batched one). Without a kernel the subnet runs
+:meth:`~CrossViewSubnet.plain_forward`.
 """
 
 from __future__ import annotations
@@ -49,11 +49,11 @@ class SubnetKernel(Protocol):
         ...
 
 
-def same_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Replicate-padded 'same' convolution: ``x [B, Cin, h, w]``, ``weight [Cout, Cin, k, k]`` ->
+def same_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """Replicate-padded 'same' convolution: ``x [B, Cin, h, w]``, ``weight [Cout, Cin/groups, k, k]`` ->
     ``[B, Cout, h, w]``."""
     p = weight.shape[-1] // 2
-    return F.conv2d(F.pad(x, (p, p, p, p), mode="replicate") if p else x, weight, bias)
+    return F.conv2d(F.pad(x, (p, p, p, p), mode="replicate") if p else x, weight, bias, groups=groups)
 
 
 def _uniform_init(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:

@@ -32,6 +32,7 @@ from torch import nn
 
 from multiflow_pl.models.messages import CrossViewSubnet
 from multiflow_pl.speed import conv_choice
+from multiflow_pl.speed.attention_subnet import BatchedAttentionKernel
 from multiflow_pl.speed.prepacked_conv import PackedConvWeight
 
 ConvAlgorithm = Literal["auto", "winograd", "direct"]
@@ -107,8 +108,8 @@ class FoldedSubnetKernel(nn.Module):
         super().__init__()
         if subnet.attention is not None:
             raise ValueError(
-                f"The folded kernel computes conv messages only, not {subnet.messages}: leave the subnet in "
-                "its plain form (use_folded_convolutions does)."
+                f"The folded kernel computes conv messages only, not {subnet.messages}: use "
+                "BatchedAttentionKernel (use_folded_convolutions does)."
             )
         if algorithm not in CONV_ALGORITHMS:
             raise ValueError(f"conv_algorithm must be 'auto', 'winograd' or 'direct', got {algorithm!r}.")
@@ -295,10 +296,14 @@ def use_folded_convolutions(
     module: nn.Module, algorithm: ConvAlgorithm = "direct", dtype: ConvDtype = None
 ) -> nn.Module:
     """Give every :class:`CrossViewSubnet` in ``module`` with conv messages a :class:`FoldedSubnetKernel`
-    (replacing any it had); returns ``module``. Subnets with attention messages keep their plain form."""
+    (replacing any it had), and those with attention messages a
+    :class:`~multiflow_pl.speed.attention_subnet.BatchedAttentionKernel` (library convolutions in the
+    parameters' dtype: ``algorithm`` and ``dtype`` are for conv messages); returns ``module``."""
     for subnet in [m for m in module.modules() if isinstance(m, CrossViewSubnet)]:
         if subnet.attention is None:
             subnet.kernel = FoldedSubnetKernel(subnet, algorithm, dtype)
+        else:
+            subnet.kernel = BatchedAttentionKernel(subnet)
     return module
 
 
@@ -309,7 +314,8 @@ def set_conv_dtype(module: nn.Module, dtype: ConvDtype) -> None:
     if not kernels:
         raise ValueError(
             "set_conv_dtype needs folded subnets: call use_folded_convolutions first (flows with attention "
-            "messages have none; score them with flow_conv_dtype=null)."
+            "messages have none: their batched kernel computes in the parameters' dtype; set "
+            "flow_conv_dtype=null)."
         )
     for kernel in kernels:
         kernel.set_dtype(dtype)
