@@ -3,11 +3,13 @@ checkpoint.backbone=embedded asks for a self-contained file."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from helpers.runs import TINY_TRAIN, compose_config, run_cli
 
 from multiflow_pl.models.checkpoint import BACKBONE_KEY, LEGACY_MODULE_TARGET
 from multiflow_pl.pipeline import load_trained_model, load_trained_module
+from multiflow_pl.speed.folded_subnet import conv_settings
 from multiflow_pl.train import train
 
 # The tiny runs with the demo's packaged ImageNet backbone instead of the tests' random-init stem.
@@ -69,3 +71,23 @@ def test_checkpoints_from_before_the_model_split_still_load(tmp_path, tiny_run):
     with torch.no_grad():
         for found, want in zip(old.model(images), new.model(images), strict=True):
             assert torch.equal(found, want)
+
+
+@pytest.mark.parametrize(("algorithm", "dtype"), [("direct", None), ("winograd", "bfloat16")])
+def test_checkpoints_with_convolution_settings_in_the_flow_still_load(tmp_path, tiny_run, algorithm, dtype):
+    """Written before the speed settings left the flow: ``model.flow.conv_algorithm`` / ``conv_dtype``."""
+    checkpoint = torch.load(tiny_run.checkpoint, weights_only=True)
+    model_cfg = checkpoint["multiflow_config"]["model"]
+    del model_cfg["convolutions"]
+    model_cfg["flow"].update(conv_algorithm=algorithm, conv_dtype=dtype)
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save(checkpoint, legacy)
+    old = load_trained_model(legacy)
+    assert "conv_algorithm" not in old.config.model.flow
+    assert conv_settings(old.model.flow) == {"kernel": "folded", "algorithm": algorithm, "dtype": dtype}
+    if dtype is None:  # the same convolutions as the checkpoint's own settings: the same scores
+        images = torch.rand(2, 5, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            new = load_trained_model(tiny_run.checkpoint).model
+            for found, want in zip(old.model(images), new(images), strict=True):
+                assert torch.equal(found, want)
