@@ -1,22 +1,26 @@
 """MultiViewFlow: invertibility, exact log-determinant, cross-view dependency, losses, size; each exactness
-check on the plain subnets and on the folded kernel (tests/test_folded_subnet.py: the two agree)."""
+check on the plain subnets and on the folded kernel (tests/test_folded_subnet.py: the two agree), and on
+the attention messages."""
 
 import pytest
 import torch
-from helpers.flows import KERNELS, make_flow
+from helpers.flows import KERNELS, VARIANTS, make_flow
 from torch.autograd.functional import jacobian
 
+from multiflow_pl.models.attention import MESSAGE_KINDS
 from multiflow_pl.models.coupling import soft_clamp
 from multiflow_pl.models.flow import MultiViewFlow, noise_condition
 from multiflow_pl.models.graph import GRAPH_NAMES, reachable, view_graph
+from multiflow_pl.models.messages import CrossViewSubnet
 from multiflow_pl.models.permutation import ViewPermutation
-from multiflow_pl.speed.folded_subnet import use_folded_convolutions
+from multiflow_pl.speed.attention_subnet import BatchedAttentionKernel
+from multiflow_pl.speed.folded_subnet import FoldedSubnetKernel, use_folded_convolutions
 
 MODES = ("per_edge", "shared")
 V = 5
 PLAIN_GRAPHS = ("top_ring", "chain", "none")
 """Graphs the structural checks also run on the plain subnets (slow); on every graph the plain and folded
-forms agree (tests/test_folded_subnet.py)."""
+(or batched attention) forms agree (tests/test_folded_subnet.py)."""
 
 
 def graph_kernels(graphs) -> list[tuple]:
@@ -31,7 +35,9 @@ def features(batch=2, channels=6, size=(5, 4), dtype=torch.float32, seed=1):
     return noise_condition(x, generator=generator)
 
 
-def expected_parameters(channels, n_views, n_edges, mode, hidden, kernel_sizes, noise_channels):
+def expected_parameters(
+    channels, n_views, n_edges, mode, hidden, kernel_sizes, noise_channels, messages="conv"
+):
     """Analytic parameter count of MultiViewFlow."""
     total = 0
     for k in kernel_sizes:
@@ -42,16 +48,19 @@ def expected_parameters(channels, n_views, n_edges, mode, hidden, kernel_sizes, 
             first = n_views * (hidden * (c_cond + noise_channels) * k * k + hidden)
             second = n_views * (2 * c_out * hidden * k * k + 2 * c_out)
             n_kernels = n_edges if mode == "per_edge" else min(n_edges, 1)
-            messages = n_kernels * (2 * c_out * hidden * k * k + 2 * c_out)
-            total += first + second + messages + n_views  # + one output gate per view
+            message_convs = n_kernels * (2 * c_out * hidden * k * k + 2 * c_out)
+            # attention: in-projection (q, k, v), out-projection, LayerNorm, per weight set
+            attention = 0 if messages == "conv" else n_kernels * (4 * hidden * hidden + 6 * hidden)
+            total += first + second + message_convs + attention + n_views  # + one output gate per view
     return total
 
 
+@pytest.mark.parametrize("messages", MESSAGE_KINDS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("graph", "kernel"), graph_kernels(GRAPH_NAMES))
-def test_inverse_recovers_input(graph, mode, kernel):
+def test_inverse_recovers_input(graph, mode, kernel, messages):
     for dtype, atol in ((torch.float32, 1e-4), (torch.float64, 1e-9)):
-        flow = make_flow(graph, mode, dtype, kernel=kernel)
+        flow = make_flow(graph, mode, dtype, kernel=kernel, messages=messages)
         x, cond = features(dtype=dtype)
         for c in (cond, None):
             z, _ = flow(x, c)
@@ -77,8 +86,11 @@ def _jacobian(flow, x, cond):
         ("none", "shared", "plain"),
     ],
 )
-def test_summed_logdet_equals_jacobian_slogdet(graph, mode, kernel):
-    flow = make_flow(graph, mode, torch.float64, channels=4, kernel_sizes=(3, 5), kernel=kernel)
+@pytest.mark.parametrize("messages", MESSAGE_KINDS)
+def test_summed_logdet_equals_jacobian_slogdet(graph, mode, kernel, messages):
+    flow = make_flow(
+        graph, mode, torch.float64, channels=4, kernel_sizes=(3, 5), kernel=kernel, messages=messages
+    )
     x, cond = features(batch=1, channels=4, size=(3, 3), dtype=torch.float64)
     jac, logdet = _jacobian(flow, x, cond)
     sign, logabsdet = torch.linalg.slogdet(jac)
@@ -88,6 +100,8 @@ def test_summed_logdet_equals_jacobian_slogdet(graph, mode, kernel):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_per_pixel_logdet_with_1x1_kernels(kernel):
+    """Conv messages only: attention reads every position of the sender, so its Jacobian is not per pixel
+    (its log-determinant is checked whole above)."""
     flow = make_flow("top_ring", "per_edge", torch.float64, channels=4, kernel_sizes=(1, 1), kernel=kernel)
     x, cond = features(batch=1, channels=4, size=(3, 2), dtype=torch.float64)
     jac, logdet = _jacobian(flow, x, cond)
@@ -109,12 +123,15 @@ def _directed_graph():
     return adj
 
 
+@pytest.mark.parametrize("messages", MESSAGE_KINDS)
 @pytest.mark.parametrize("n_blocks", [1, 2])
 @pytest.mark.parametrize(("graph", "kernel"), graph_kernels([*GRAPH_NAMES, "directed"]))
-def test_view_dependency_follows_graph(graph, n_blocks, kernel):
+def test_view_dependency_follows_graph(graph, n_blocks, kernel, messages):
     adj = _directed_graph() if graph == "directed" else view_graph(graph, V)
     mode = "shared" if n_blocks == 2 else "per_edge"
-    flow = make_flow(adj, mode, torch.float64, channels=4, kernel_sizes=(3,) * n_blocks, kernel=kernel)
+    flow = make_flow(
+        adj, mode, torch.float64, channels=4, kernel_sizes=(3,) * n_blocks, kernel=kernel, messages=messages
+    )
     x, cond = features(batch=1, channels=4, size=(3, 3), dtype=torch.float64)
     # Two hops per block: step a reads neighbours' b, step b reads neighbours' new a.
     assert torch.equal(view_dependency(flow, x, cond), reachable(adj, 2 * n_blocks))
@@ -136,13 +153,15 @@ def view_dependency(flow: MultiViewFlow, x: torch.Tensor, cond: torch.Tensor) ->
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize(("kernel", "messages"), VARIANTS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("graph", GRAPH_NAMES)
-def test_new_flow_is_its_channel_permutations(graph, mode, kernel):
+def test_new_flow_is_its_channel_permutations(graph, mode, kernel, messages):
     """Gates start at 0 and scale the whole subnetwork output: every new coupling is the identity."""
     torch.manual_seed(0)
-    flow = MultiViewFlow(6, V, graph, n_blocks=3, hidden=8, kernel_sizes=(3, 3, 5), message_weights=mode)
+    flow = MultiViewFlow(
+        6, V, graph, n_blocks=3, hidden=8, kernel_sizes=(3, 3, 5), message_weights=mode, messages=messages
+    )
     if kernel == "folded":
         use_folded_convolutions(flow)
     assert torch.count_nonzero(flow.gammas()) == 0
@@ -156,11 +175,11 @@ def test_new_flow_is_its_channel_permutations(graph, mode, kernel):
         assert torch.equal(logdet, torch.zeros_like(logdet))
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize(("kernel", "messages"), VARIANTS)
 @pytest.mark.parametrize("mode", MODES)
-def test_silent_messages_give_independent_per_view_flows(mode, kernel):
-    linked = make_flow("top_ring", mode, torch.float64, kernel=kernel)
-    independent = make_flow("none", mode, torch.float64, kernel=kernel)
+def test_silent_messages_give_independent_per_view_flows(mode, kernel, messages):
+    linked = make_flow("top_ring", mode, torch.float64, kernel=kernel, messages=messages)
+    independent = make_flow("none", mode, torch.float64, kernel=kernel, messages=messages)
     shared_keys = independent.state_dict().keys()
     independent.load_state_dict({k: v for k, v in linked.state_dict().items() if k in shared_keys})
     with torch.no_grad():
@@ -253,15 +272,93 @@ def test_gammas_accessor_and_input_validation():
         MultiViewFlow(6, V, "ring", n_blocks=2, kernel_sizes=(3,))
 
 
+@pytest.mark.parametrize("messages", MESSAGE_KINDS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("graph", "noise_channels"), [("top_ring", 1), ("chain", 2), ("none", 0)])
-def test_parameter_count_formula(graph, mode, noise_channels):
-    flow = make_flow(graph, mode, channels=7, kernel_sizes=(3, 1), noise_channels=noise_channels)
+def test_parameter_count_formula(graph, mode, noise_channels, messages):
+    flow = make_flow(
+        graph, mode, channels=7, kernel_sizes=(3, 1), noise_channels=noise_channels, messages=messages
+    )
     n_edges = int(view_graph(graph, V).sum())
-    assert flow.n_parameters == expected_parameters(7, V, n_edges, mode, 8, (3, 1), noise_channels)
+    expected = expected_parameters(7, V, n_edges, mode, 8, (3, 1), noise_channels, messages)
+    assert flow.n_parameters == expected
 
 
 def test_parameter_count_at_paper_settings():
     expected = expected_parameters(304, 5, 16, "per_edge", 64, (3, 3, 3, 3, 3, 5), 1)
     assert 63.5e6 < expected < 64.5e6
     assert MultiViewFlow(304, 5, "top_ring").n_parameters == expected
+
+
+def _receiver_message(messages, mode, u_receiver):
+    """Output of view 1 of a two-view subnet whose only edge is 0 -> 1, with view 1's own path silenced:
+    the message M_{0->1} alone, for a given conditioning half of the receiver ``[1, 3, 3, Cc]``."""
+    torch.manual_seed(0)
+    adjacency = torch.tensor([[False, False], [True, False]])
+    subnet = CrossViewSubnet(3, 2, adjacency, 3, hidden=8, message_weights=mode, messages=messages).double()
+    with torch.no_grad():
+        subnet.gamma.fill_(1.0)
+        subnet.self_weight[1].zero_()
+        subnet.self_bias[1].zero_()
+    u_sender = torch.randn(1, 3, 3, 1, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    s_raw, t = subnet(torch.cat([u_sender, u_receiver], dim=3))
+    return torch.cat([s_raw, t], dim=-1)[:, :, :, 1]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("messages", MESSAGE_KINDS)
+def test_only_cross_attention_messages_depend_on_the_receiver(messages, mode):
+    generator = torch.Generator().manual_seed(2)
+    receiver, other = torch.randn(2, 1, 3, 3, 1, 3, generator=generator, dtype=torch.float64)
+    message = _receiver_message(messages, mode, receiver)
+    assert message.abs().max() > 0
+    changed = _receiver_message(messages, mode, other)
+    if messages == "cross_attention":
+        assert not torch.allclose(changed, message)
+    else:  # conv and self attention read the sender alone
+        torch.testing.assert_close(changed, message, atol=1e-14, rtol=0)
+
+
+def test_conv_messages_keep_their_state_dict_keys():
+    """Checkpoints of conv-message flows load: the attention variants only add their own keys."""
+    keys = {key.split(".", 3)[-1] for key in make_flow(kernel="plain").state_dict() if ".subnet_a." in key}
+    assert keys == {
+        "first_weight",
+        "first_bias",
+        "self_weight",
+        "self_bias",
+        "gamma",
+        "message_weight",
+        "message_bias",
+    }
+    conv = set(make_flow(kernel="plain").state_dict())
+    attention = set(make_flow(kernel="plain", messages="cross_attention").state_dict())
+    assert conv < attention
+    assert {key.split(".", 3)[-1] for key in attention - conv} == {
+        f"attention.{name}"
+        for name in ("in_weight", "in_bias", "out_weight", "out_bias", "norm_weight", "norm_bias")
+    }
+
+
+def test_attention_subnets_get_the_batched_kernel():
+    flow = make_flow("top_ring", messages="self_attention")
+    kernels = [m.kernel for m in flow.modules() if isinstance(m, CrossViewSubnet)]
+    assert kernels and all(isinstance(kernel, BatchedAttentionKernel) for kernel in kernels)
+    with pytest.raises(ValueError, match="conv messages only"):
+        FoldedSubnetKernel(flow.couplings[0].subnet_a)
+    with pytest.raises(ValueError, match="conv ones"):
+        BatchedAttentionKernel(make_flow(kernel="plain").couplings[0].subnet_a)
+    with pytest.raises(ValueError, match="messages must be one of"):
+        make_flow(messages="attention")
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_attention_flow_exports_for_any_batch_size(kernel):
+    """Both forms of attention subnets trace without reading tensors (torch.export)."""
+    flow = make_flow("top_ring", messages="cross_attention", kernel=kernel).eval()
+    x, _ = features()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    with torch.no_grad():
+        program = torch.export.export(flow, (x,), dynamic_shapes=({0: batch},), strict=False)
+        other, _ = features(batch=3, seed=5)
+        torch.testing.assert_close(program.module()(other)[0], flow(other)[0])

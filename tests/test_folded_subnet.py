@@ -1,5 +1,6 @@
 """The folded subnet kernel (multiflow_pl.speed): the same function as the plain subnets, in float32 and
-float64, with other noise channels, in bfloat16, with gradients, with weights kept over a scoring block."""
+float64, with other noise channels, in bfloat16, with gradients, with weights kept over a scoring block; and
+the batched attention kernel, the same function as the plain attention subnets (float64, noise, gradients)."""
 
 import contextlib
 
@@ -8,6 +9,7 @@ import torch
 from helpers.flows import make_flow, plain
 from test_flow import MODES, features
 
+from multiflow_pl.models.attention import MESSAGE_KINDS
 from multiflow_pl.models.graph import GRAPH_NAMES, view_graph
 from multiflow_pl.speed import conv_choice
 from multiflow_pl.speed.folded_subnet import (
@@ -35,10 +37,11 @@ def test_folded_matches_plain(graph, mode):
         torch.testing.assert_close(logdet, logdet_plain, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("messages", MESSAGE_KINDS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("graph", ["top_ring", "chain", "none"])
-def test_folded_matches_plain_to_round_off_in_float64(graph, mode):
-    flow = make_flow(graph, mode, torch.float64, kernel_sizes=(3, 5))
+def test_folded_matches_plain_to_round_off_in_float64(graph, mode, messages):
+    flow = make_flow(graph, mode, torch.float64, kernel_sizes=(3, 5), messages=messages)
     x, cond = features(dtype=torch.float64)
     z, logdet = flow(x, cond)
     with plain(flow):
@@ -47,9 +50,10 @@ def test_folded_matches_plain_to_round_off_in_float64(graph, mode):
     torch.testing.assert_close(logdet, logdet_plain, atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("messages", MESSAGE_KINDS)
 @pytest.mark.parametrize("noise_channels", [0, 2])
-def test_folded_matches_plain_with_other_noise_channels(noise_channels):
-    flow = make_flow("ring", "per_edge", noise_channels=noise_channels)
+def test_folded_matches_plain_with_other_noise_channels(noise_channels, messages):
+    flow = make_flow("ring", "per_edge", noise_channels=noise_channels, messages=messages)
     x, _ = features()
     cond = torch.randn(2, V, noise_channels, 5, 4) if noise_channels else None  # per-view noise maps
     z, logdet = flow(x, cond)
@@ -104,11 +108,12 @@ def test_bfloat16_hidden_maps_equal_widening_them_between_the_convolutions(mode,
     assert torch.equal(z, z_wide) and torch.equal(logdet, logdet_wide)
 
 
+@pytest.mark.parametrize("messages", MESSAGE_KINDS)
 @pytest.mark.parametrize(
     ("graph", "mode"), [("top_ring", "per_edge"), ("chain", "per_edge"), ("ring", "shared")]
 )
-def test_gradients_match_plain(graph, mode):
-    flow = make_flow(graph, mode, torch.float64)
+def test_gradients_match_plain(graph, mode, messages):
+    flow = make_flow(graph, mode, torch.float64, messages=messages)
     x, cond = features(dtype=torch.float64)
     grads = []
     for kernel in ("folded", "plain"):

@@ -49,7 +49,15 @@ def test_default_config_composes_to_the_demo(tmp_path):
     assert (cfg.model.flow.n_blocks, cfg.model.flow.hidden) == (4, 32)
     assert cfg.model.optimizer.lr == pytest.approx(4e-3) and cfg.model.noise_std == pytest.approx(0.15)
     assert list(cfg.model.optimizer.betas) == [0.9, 0.95]
-    assert cfg.trainer.max_epochs == 8 and cfg.data.batch_size == 4
+    assert cfg.data.batch_size == 4
+    # Training length in steps: a check every 45 steps (one demo epoch), floor 360, cap 1800
+    assert (cfg.trainer.max_epochs, cfg.trainer.max_steps, cfg.trainer.check_val_every_n_epoch) == (
+        -1,
+        1800,
+        None,
+    )
+    assert cfg.trainer.val_check_interval == 45 and cfg.callbacks.early_stopping.min_steps == 360
+    assert cfg.callbacks.training_curves is not None and cfg.model.flow.messages == "conv"
 
 
 def test_realiad_experiment_is_the_papers_setting(tmp_path):
@@ -70,9 +78,15 @@ def test_realiad_experiment_is_the_papers_setting(tmp_path):
     assert cfg.model.optimizer.lr == pytest.approx(2e-4) and list(cfg.model.optimizer.betas) == [0.9, 0.95]
     assert cfg.model.optimizer.weight_decay == pytest.approx(1e-5)
     assert cfg.trainer.max_epochs == 40 and cfg.data.batch_size == 8
+    # the published schedule: 40 epochs, no early stop
+    assert cfg.trainer.max_steps == -1 and cfg.trainer.check_val_every_n_epoch == 1
+    assert cfg.callbacks.early_stopping is None and cfg.callbacks.training_curves is not None
 
 
-@pytest.mark.parametrize("ablation", ["model.flow.graph=none", "model.flow.message_weights=shared"])
+@pytest.mark.parametrize(
+    "ablation",
+    ["model.flow.graph=none", "model.flow.message_weights=shared", "model.flow.messages=self_attention"],
+)
 def test_ablations_compose(tmp_path, ablation):
     cfg = compose_config("train", tmp_path, ["+experiment=realiad", ablation])
     key, value = ablation.split("=")

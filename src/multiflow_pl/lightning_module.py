@@ -12,6 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torchmetrics import MeanMetric
 
 from multiflow_pl.evaluation.metrics import AnomalyMetrics
 from multiflow_pl.models.backbone import FeatureExtractor
@@ -30,7 +31,10 @@ class MultiFlowModule(L.LightningModule):
     Batches are dicts from :mod:`multiflow_pl.data.dataset`: either cached ``features`` [B,V,C,h,w] or
     ``images`` [B,V,3,S,S] (then the backbone runs here), plus ``foreground`` [B,V,h,w] and, for testing,
     ``masks`` [B,V,1,M,M], ``view_labels`` [B,V], ``label`` [B], ``anomaly_class``, ``key``.
-    ``validation_step`` and ``test_step`` return the batch's :class:`AnomalyScores` for the callbacks.
+    ``validation_step`` and ``test_step`` return the batch's :class:`AnomalyScores` for the callbacks;
+    ``validation_step`` also accumulates ``val_nll`` (logged as ``val/nll``), the training loss's masked NLL
+    of the held-out samples without noise conditioning, on which training may stop
+    (:class:`~multiflow_pl.callbacks.early_stopping.ValidationNLLStopping`).
 
     Args:
         backbone: the frozen feature extractor.
@@ -92,6 +96,7 @@ class MultiFlowModule(L.LightningModule):
         self.noise_std = noise_std
         self.noise_scale = noise_scale
         self.metrics = metrics if metrics is not None else AnomalyMetrics()
+        self.val_nll = MeanMetric()
         self.backbone_storage = backbone_storage
         self.run_config = run_config or {}
         self.test_results: dict[str, float] = {}
@@ -130,9 +135,15 @@ class MultiFlowModule(L.LightningModule):
         """The model's scores of one batch (features from the cache or the backbone)."""
         return self.model.score(self.features(batch), batch["foreground"])
 
+    @torch.no_grad()
     def validation_step(self, batch: dict, batch_idx: int) -> AnomalyScores:
-        """Scores of held-out samples (the threshold callback fits on them)."""
-        return self.score_batch(batch)
+        """Scores of held-out samples (the threshold callback fits on them); accumulates their NLL."""
+        features = self.features(batch)
+        # the training loss without noise: noise conditioning is for training only, as in scoring
+        nll = self.model.flow.loss(features, mask=batch["foreground"])
+        self.val_nll.update(nll, weight=features.shape[0])
+        self.log("val/nll", self.val_nll, on_step=False, on_epoch=True, batch_size=features.shape[0])
+        return self.model.score(features, batch["foreground"])
 
     def on_test_epoch_start(self) -> None:
         self.metrics.reset()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from multiflow_pl.models.attention import MESSAGE_KINDS
 from multiflow_pl.models.flow import MultiViewFlow
 from multiflow_pl.models.messages import CrossViewSubnet
 from multiflow_pl.speed.folded_subnet import use_folded_convolutions
@@ -15,6 +16,9 @@ from multiflow_pl.speed.folded_subnet import use_folded_convolutions
 N_VIEWS = 5
 KERNELS = ("plain", "folded")
 """How a test flow's subnets compute: the paper's per-view form, or the folded kernel training uses."""
+VARIANTS = [(kernel, messages) for messages in MESSAGE_KINDS for kernel in KERNELS]
+"""(kernel, messages) of the flows every exactness check runs on ("folded" gives attention subnets the
+batched attention kernel)."""
 
 
 def make_flow(
@@ -26,13 +30,15 @@ def make_flow(
     kernel="folded",
     conv_algorithm="direct",
     conv_dtype=None,
+    messages="conv",
     **kw,
 ):
     """Tiny seeded ``MultiViewFlow`` over :data:`N_VIEWS` views with output gates drawn in [0.5, 1.5].
 
     A new flow's gates are 0 (every coupling the identity); these make subnetworks and messages active.
-    ``kernel="folded"`` gives it the folded subnet kernel with ``conv_algorithm`` and ``conv_dtype``;
-    ``kw`` goes to the constructor; hidden defaults to 8.
+    ``kernel="folded"`` gives it the folded subnet kernel with ``conv_algorithm`` and ``conv_dtype`` (the
+    batched attention kernel for attention messages); ``messages`` and ``kw`` go to the constructor; hidden
+    defaults to 8.
     """
     torch.manual_seed(0)
     kw.setdefault("hidden", 8)
@@ -43,6 +49,7 @@ def make_flow(
         n_blocks=len(kernel_sizes),
         kernel_sizes=kernel_sizes,
         message_weights=mode,
+        messages=messages,
         **kw,
     )
     flow = flow.to(dtype)

@@ -130,7 +130,7 @@ def save_contact_sheet(samples: Sequence[MultiViewSample], path: str | Path, siz
         for ax in row[len(views) :]:
             ax.set_axis_off()
     figure.subplots_adjust(left=0.03, right=0.99, top=0.97, bottom=0.01, wspace=0.04, hspace=0.25)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 @dataclass(frozen=True)
@@ -242,7 +242,7 @@ def save_sample_sheet(
     figure.colorbar(ScalarMappable(norm, cmap=MAP_COLOURMAP), cax=colour_axes, label="anomaly score (NLL)")
     if title:
         figure.suptitle(title, fontsize=9, y=1 - 0.05 / fig_h, va="top")
-    return _save(figure, path, dpi=SHEET_DPI)
+    return save_figure(figure, path, dpi=SHEET_DPI)
 
 
 def _resized(array: np.ndarray, size: int, resample: Image.Resampling) -> np.ndarray:
@@ -313,7 +313,7 @@ def save_roc_curves(
     ax.legend(loc="lower right", fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def save_score_histograms(
@@ -342,10 +342,10 @@ def save_score_histograms(
         ax.legend(fontsize=7)
     if title:
         figure.suptitle(title, fontsize=9)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
-def _save(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
+def save_figure(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from multiflow_pl.models.attention import MessageKind
 from multiflow_pl.models.messages import CrossViewSubnet, MessageWeights
 
 
@@ -30,6 +31,7 @@ class AffineCoupling(nn.Module):
         clamp: float = 1.9,
         noise_channels: int = 1,
         message_weights: MessageWeights = "per_edge",
+        messages: MessageKind = "conv",
     ) -> None:
         super().__init__()
         if channels < 2:
@@ -42,6 +44,7 @@ class AffineCoupling(nn.Module):
             hidden=hidden,
             noise_channels=noise_channels,
             message_weights=message_weights,
+            messages=messages,
         )
         self.subnet_a = CrossViewSubnet(channels - self.split, self.split, **common)
         self.subnet_b = CrossViewSubnet(self.split, channels - self.split, **common)

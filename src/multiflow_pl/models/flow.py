@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from multiflow_pl.models.attention import MessageKind
 from multiflow_pl.models.coupling import AffineCoupling
 from multiflow_pl.models.graph import check_adjacency, view_graph
 from multiflow_pl.models.messages import MessageWeights
@@ -46,7 +47,9 @@ class MultiViewFlow(nn.Module):
         kernel_sizes: one odd kernel size per block.
         clamp: soft-clamp bound of the log-scales.
         noise_channels: channels of the noise-conditioning input (0 disables it).
-        message_weights: ``"per_edge"`` (own message conv per directed edge, the paper) or ``"shared"``.
+        message_weights: ``"per_edge"`` (own message weights per directed edge, the paper) or ``"shared"``.
+        messages: ``"conv"`` (a conv of the sender's hidden map, the paper), or the reference code's
+            ``"cross_attention"`` / ``"self_attention"`` (:mod:`multiflow_pl.models.attention`).
         seed: seeds the channel permutations (parameters use the global generator).
     """
 
@@ -61,6 +64,7 @@ class MultiViewFlow(nn.Module):
         clamp: float = 1.9,
         noise_channels: int = 1,
         message_weights: MessageWeights = "per_edge",
+        messages: MessageKind = "conv",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -76,7 +80,7 @@ class MultiViewFlow(nn.Module):
             ViewPermutation(channels, n_views, generator) for _ in range(n_blocks)
         )
         self.couplings = nn.ModuleList(
-            AffineCoupling(channels, adjacency, k, hidden, clamp, noise_channels, message_weights)
+            AffineCoupling(channels, adjacency, k, hidden, clamp, noise_channels, message_weights, messages)
             for k in kernel_sizes
         )
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from multiflow_pl.models.messages import CrossViewSubnet
 from multiflow_pl.speed import conv_choice
+from multiflow_pl.speed.attention_subnet import BatchedAttentionKernel
 from multiflow_pl.speed.prepacked_conv import PackedConvWeight
 
 ConvAlgorithm = Literal["auto", "winograd", "direct"]
@@ -105,6 +106,11 @@ class FoldedSubnetKernel(nn.Module):
         self, subnet: CrossViewSubnet, algorithm: ConvAlgorithm = "direct", dtype: ConvDtype = None
     ) -> None:
         super().__init__()
+        if subnet.attention is not None:
+            raise ValueError(
+                f"The folded kernel computes conv messages only, not {subnet.messages}: use "
+                "BatchedAttentionKernel (use_folded_convolutions does)."
+            )
         if algorithm not in CONV_ALGORITHMS:
             raise ValueError(f"conv_algorithm must be 'auto', 'winograd' or 'direct', got {algorithm!r}.")
         self.algorithm = algorithm
@@ -289,10 +295,15 @@ def _kernels(module: nn.Module) -> list[FoldedSubnetKernel]:
 def use_folded_convolutions(
     module: nn.Module, algorithm: ConvAlgorithm = "direct", dtype: ConvDtype = None
 ) -> nn.Module:
-    """Give every :class:`CrossViewSubnet` in ``module`` a :class:`FoldedSubnetKernel` (replacing any it
-    had); returns ``module``."""
+    """Give every :class:`CrossViewSubnet` in ``module`` with conv messages a :class:`FoldedSubnetKernel`
+    (replacing any it had), and those with attention messages a
+    :class:`~multiflow_pl.speed.attention_subnet.BatchedAttentionKernel` (library convolutions in the
+    parameters' dtype: ``algorithm`` and ``dtype`` are for conv messages); returns ``module``."""
     for subnet in [m for m in module.modules() if isinstance(m, CrossViewSubnet)]:
-        subnet.kernel = FoldedSubnetKernel(subnet, algorithm, dtype)
+        if subnet.attention is None:
+            subnet.kernel = FoldedSubnetKernel(subnet, algorithm, dtype)
+        else:
+            subnet.kernel = BatchedAttentionKernel(subnet)
     return module
 
 
@@ -301,7 +312,11 @@ def set_conv_dtype(module: nn.Module, dtype: ConvDtype) -> None:
     faster with a model trained in float32."""
     kernels = _kernels(module)
     if not kernels:
-        raise ValueError("set_conv_dtype needs folded subnets: call use_folded_convolutions first.")
+        raise ValueError(
+            "set_conv_dtype needs folded subnets: call use_folded_convolutions first (flows with attention "
+            "messages have none: their batched kernel computes in the parameters' dtype; set "
+            "flow_conv_dtype=null)."
+        )
     for kernel in kernels:
         kernel.set_dtype(dtype)
 
