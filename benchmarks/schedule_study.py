@@ -1,5 +1,5 @@
 """Does the step-based stopping rule train long enough at every data size? The demo at several numbers of
-training samples, each trained by the rule (the default schedule) and by 3x the steps the rule took (no
+training samples, each trained by the rule (``schedule=steps``) and by 3x the steps the rule took (no
 early stop): if 3x buys much, the rule stops too early at that size.
 
     PYTHONPATH=src python benchmarks/schedule_study.py --root /tmp/schedule --sizes 30 60 200 --seeds 0 1 2
@@ -46,6 +46,7 @@ def main() -> None:
                 "data.generate.create=true",
                 f"data.generate.n_train={size}",
                 f"seed={seed}",
+                "schedule=steps",
                 *shlex.split(args.common),
             ]
             name = f"n{size}_s{seed}"

@@ -36,7 +36,7 @@ TINY_TRAIN = [
     "model.flow.n_blocks=2",
     "model.flow.hidden=8",
     "model.flow.kernel_sizes=[3,3]",
-    "schedule=epochs",  # a fixed 2 epochs; tests/test_schedule.py runs the step-based default
+    "schedule=epochs",  # a fixed 2 epochs (the default; tests/test_schedule.py runs schedule=steps)
     "trainer.max_epochs=2",
     "logger=csv",
     "callbacks.progress_bar=null",
