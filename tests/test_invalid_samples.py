@@ -21,7 +21,7 @@ from multiflow_pl.invalid import EXIT_INVALID_SAMPLES
 GOOD = {"a_good": "can_0007_OK", "c_good": "can_0001_NG_HS", "g_good": "can_0008_OK"}
 """Intact samples (folder -> test sample copied), around the bad ones in input order."""
 BAD_FLAGS = {
-    "b_truncated": "C3 damaged (image file is truncated",
+    "b_truncated": "C3 damaged (",  # PIL's words for a truncated file vary
     "d_empty": "C1 empty (0-byte file)",
     "e_text": "C2 not_image (not an image file)",
     "f_missing": "C5 missing (no such file)",
@@ -96,7 +96,8 @@ def test_predict_strict_stops_at_the_first_bad_input_and_writes_nothing(tiny_run
     shutil.copytree(incoming["all"], without_missing, ignore=shutil.ignore_patterns("f_missing"))
     done = run_cli("predict", tmp_path, *args, f"input={without_missing}", "hydra.run.dir=rest")
     bad = without_missing / "b_truncated" / "C3.jpg"
-    assert one_error_line(done).startswith(f"error: Cannot read image {bad}: image file is truncated")
+    line = one_error_line(done)
+    assert line.startswith(f"error: Cannot read image {bad}: ") and "runcated" in line
     assert not (tmp_path / "rest").exists()
 
 
@@ -139,6 +140,6 @@ def test_evaluate_stops_naming_a_test_image_that_cannot_be_read(tiny_run, tmp_pa
         f"+data.cache.num_workers={workers}",
     )
     line = one_error_line(done)
-    assert line.startswith(f"error: Cannot read image {bad}: image file is truncated")
+    assert line.startswith(f"error: Cannot read image {bad}: ") and "runcated" in line
     assert line.endswith(". Replace or remove the file.")
     assert not (tmp_path / "run" / "metrics.json").exists()
