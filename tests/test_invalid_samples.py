@@ -11,22 +11,26 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers.runs import run_cli
 from test_cli import one_error_line
 from test_predict import VIEWS, copy_sample
 
+from multiflow_pl.data.dataset import readable_batches
+from multiflow_pl.data.view_profile import InputFlag
 from multiflow_pl.errors import EXIT_USER_ERROR
 from multiflow_pl.invalid import EXIT_INVALID_SAMPLES
 
-GOOD = {"a_good": "can_0007_OK", "c_good": "can_0001_NG_HS", "g_good": "can_0008_OK"}
+GOOD = {"a_good": "can_0007_OK", "c_good": "can_0001_NG_HS", "f_good": "can_0008_OK"}
 """Intact samples (folder -> test sample copied), around the bad ones in input order."""
 BAD_FLAGS = {
     "b_truncated": "C3 damaged (",  # PIL's words for a truncated file vary
     "d_empty": "C1 empty (0-byte file)",
     "e_text": "C2 not_image (not an image file)",
-    "f_missing": "C5 missing (no such file)",
+    "g_missing": "C5 missing (no such file)",
 }
-"""Bad samples -> the start of their input_flags."""
+"""Bad samples -> the start of their input_flags. With batches of 3, the first batch holds the three good
+samples and the first three bad ones, the last one nothing but the last bad sample."""
 SCORE_COLUMNS = ["score", "score_mean", *(f"score_{view}" for view in VIEWS)]
 
 
@@ -43,7 +47,7 @@ def incoming(tiny_run, tmp_path_factory) -> dict[str, Path]:
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     (root / "all" / "d_empty" / "C1.jpg").write_bytes(b"")
     (root / "all" / "e_text" / "C2.jpg").write_text("not an image\n")
-    (root / "all" / "f_missing" / "C5.jpg").unlink()
+    (root / "all" / "g_missing" / "C5.jpg").unlink()
     return {"all": root / "all", "good": root / "good"}
 
 
@@ -63,8 +67,21 @@ def assert_invalid_rows(rows: dict[str, dict], reference: dict[str, dict]) -> No
         assert [rows[name][c] for c in SCORE_COLUMNS] == [reference[name][c] for c in SCORE_COLUMNS]
 
 
+def test_readable_samples_are_batched_as_without_the_unreadable_ones():
+    items = [{"key": key, "index": torch.tensor(i)} for i, key in enumerate("abcdefg")]
+    for i in (1, 3, 4, 6):
+        items[i]["unreadable"] = [InputFlag("C1", "empty", "(0-byte file)")]
+    batches = list(readable_batches(items, 2))
+    assert [batch.get("key") for batch in batches] == [["a", "c"], ["f"]]
+    assert [[item["key"] for item in batch["unreadable"]] for batch in batches] == [["b"], ["d", "e", "g"]]
+    assert batches[0]["index"].tolist() == [0, 2]
+    batches = list(readable_batches(items, 3))  # a last batch of unreadable samples only
+    assert [sorted(batch) for batch in batches] == [["index", "key", "unreadable"], ["unreadable"]]
+    assert [item["key"] for item in batches[1]["unreadable"]] == ["g"]
+
+
 def test_predict_scores_the_intact_samples_and_flags_the_unreadable_ones(tiny_run, incoming, tmp_path):
-    args = [f"ckpt_path={tiny_run.checkpoint}", "batch_size=2"]  # bad samples inside batches
+    args = [f"ckpt_path={tiny_run.checkpoint}", "batch_size=3"]
     reference = run_cli("predict", tmp_path, *args, f"input={incoming['good']}", "hydra.run.dir=good")
     assert reference.returncode == 0, reference.stderr[-3000:]
     done = run_cli("predict", tmp_path, *args, f"input={incoming['all']}", "hydra.run.dir=all")
@@ -89,11 +106,11 @@ def test_predict_scores_the_intact_samples_and_flags_the_unreadable_ones(tiny_ru
 def test_predict_strict_stops_at_the_first_bad_input_and_writes_nothing(tiny_run, incoming, tmp_path):
     args = [f"ckpt_path={tiny_run.checkpoint}", "strict=true"]
     done = run_cli("predict", tmp_path, *args, f"input={incoming['all']}", "hydra.run.dir=all")
-    assert "f_missing lacks view(s) C5" in one_error_line(done)  # found when the samples are listed
+    assert "g_missing lacks view(s) C5" in one_error_line(done)  # found when the samples are listed
     assert not (tmp_path / "all").exists()
 
     without_missing = tmp_path / "incoming"
-    shutil.copytree(incoming["all"], without_missing, ignore=shutil.ignore_patterns("f_missing"))
+    shutil.copytree(incoming["all"], without_missing, ignore=shutil.ignore_patterns("g_missing"))
     done = run_cli("predict", tmp_path, *args, f"input={without_missing}", "hydra.run.dir=rest")
     bad = without_missing / "b_truncated" / "C3.jpg"
     line = one_error_line(done)
@@ -106,7 +123,7 @@ def test_inference_scores_the_intact_samples_and_flags_the_unreadable_ones(tiny_
     assert exported.returncode == 0, exported.stderr[-3000:]
 
     def inference(folder: Path, *options: str):
-        command = [sys.executable, "-m", "multiflow_pl.inference", "run", str(folder), "--batch-size=2"]
+        command = [sys.executable, "-m", "multiflow_pl.inference", "run", str(folder), "--batch-size=3"]
         return run_cli(None, tmp_path, command=[*command, *options])
 
     reference = inference(incoming["good"])
@@ -116,12 +133,12 @@ def test_inference_scores_the_intact_samples_and_flags_the_unreadable_ones(tiny_
     assert_invalid_rows(read_rows(done.stdout), read_rows(reference.stdout))
     warning = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and "4 of 7 samples are INVALID and have no score: b_truncated (C3" in warning[0]
-    assert "f_missing (C5 missing (no such file))" in warning[0] and "Traceback" not in done.stderr
+    assert "g_missing (C5 missing (no such file))" in warning[0] and "Traceback" not in done.stderr
 
     strict = inference(incoming["all"], "--strict")
     assert strict.returncode == EXIT_USER_ERROR and "Traceback" not in strict.stderr
     errors = [line for line in strict.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1 and "f_missing lacks view(s) C5" in errors[0], strict.stderr[-3000:]
+    assert len(errors) == 1 and "g_missing lacks view(s) C5" in errors[0], strict.stderr[-3000:]
 
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["in_process", "dataloader_workers"])
