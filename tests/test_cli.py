@@ -115,6 +115,7 @@ def test_failed_predict_leaves_no_run_folder(cli_run, tmp_path):
         f"ckpt_path={root / 'run/checkpoints/last.ckpt'}",
         f"input={sample}",
         f"hydra.run.dir={run_dir}",
+        "strict=true",  # by default: an INVALID row instead (tests/test_invalid_samples.py)
     )
     assert "lacks view(s) C3" in one_error_line(done)
     assert not run_dir.exists()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from multiflow_pl.data.errors import DatasetError
+from multiflow_pl.data.errors import DatasetError, UnreadableImageError
 from multiflow_pl.data.images import read_image, read_views
 
 RNG = np.random.default_rng(0)
@@ -105,3 +105,28 @@ def test_read_views_equals_each_view_read_alone(tmp_path):
     (tmp_path / "C5.jpg").write_bytes(b"not an image")
     with pytest.raises(DatasetError, match=r"Cannot read image .*C5\.jpg"):
         read_views([*paths[:4], tmp_path / "C5.jpg"], 32, flips)
+
+
+def test_read_views_records_every_unreadable_view_with_its_kind(tmp_path):
+    """With ``failures``, each view that cannot be read is recorded (missing, empty, not an image, damaged)
+    and the readable ones are still read; without, the first stops the sample."""
+    Image.fromarray(PHOTO).save(tmp_path / "C1.jpg")
+    data = (tmp_path / "C1.jpg").read_bytes()
+    (tmp_path / "C2.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "C3.jpg").write_bytes(b"")
+    (tmp_path / "C4.jpg").write_text("not an image")
+    paths = [tmp_path / name for name in ("C1.jpg", "C2.jpg", "C3.jpg", "C4.jpg", "C5.png")]
+    failures: dict = {}
+    views = read_views(paths, 32, [False] * 5, failures)
+    assert torch.equal(views[0], read_image(paths[0], 32))
+    assert {i: err.kind for i, err in failures.items()} == {
+        1: "damaged",
+        2: "empty",
+        3: "not_image",
+        4: "missing",
+    }
+    assert "runcated" in failures[1].reason and failures[4].reason == "no such file"  # PIL's words vary
+    assert str(failures[2]) == f"Cannot read image {paths[2]}: 0-byte file. Replace or remove the file."
+    with pytest.raises(UnreadableImageError, match=r"C2\.jpg: .*[Tt]runcated") as stopped:
+        read_views(paths, 32, [False] * 5)
+    assert stopped.value.kind == "damaged"

@@ -117,8 +117,8 @@ def test_user_errors_end_in_one_line_and_leave_no_outputs(tmp_path, tiny_run, ca
     sample = copy_sample(tiny_run, "can_0007_OK", tmp_path / "part")
     (sample / "C5.jpg").unlink()
     expected = r"^error: Sample .*part lacks view\(s\) C5: the model expects[^\n]*\n$"
-    with pytest.raises(SystemExit) as stopped, user_errors():
-        run_predict(tmp_path, tiny_run.checkpoint, sample)
+    with pytest.raises(SystemExit) as stopped, user_errors():  # by default: an INVALID row instead
+        run_predict(tmp_path, tiny_run.checkpoint, sample, "strict=true")
     assert stopped.value.code == 2
     assert re.match(expected, capsys.readouterr().err)
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

@@ -61,14 +61,15 @@ def run_predict(tmp_path: Path, tiny_run, source: Path, *overrides: str) -> tupl
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not_an_image"])
-def test_unreadable_image_names_the_file_and_leaves_no_outputs(tmp_path, tiny_run, damage):
+def test_unreadable_image_under_strict_names_the_file_and_leaves_no_outputs(tmp_path, tiny_run, damage):
+    """strict=true (predict's default scores the other samples: tests/test_invalid_samples.py)."""
     incoming = tmp_path / "incoming"
     sample_folder(tiny_run, incoming / "part_a")
     bad = sample_folder(tiny_run, incoming / "part_b") / "C2.png"
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"no image here")
     with pytest.raises(DatasetError, match=re.escape(f"Cannot read image {bad}")):
-        run_predict(tmp_path, tiny_run, incoming, "batch_size=1")
+        run_predict(tmp_path, tiny_run, incoming, "batch_size=1", "strict=true")
     run = tmp_path / "run"
     assert not run.exists() or not any(run.iterdir())  # no scores.csv, no staging folder
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 USER_ERRORS = (DatasetError, BackboneWeightsError, CheckpointError, FloatingPointError, FileNotFoundError)
 EXIT_USER_ERROR = 2
 """Exit status of a run stopped by a user error (as argparse and Hydra use for bad command lines)."""
+WORKER_WRAPPED = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\n")
+"""How torch starts the message of an error raised again from a DataLoader worker."""
 DEBUG_VARIABLES = ("HYDRA_FULL_ERROR", "MULTIFLOW_DEBUG")
 """Set either to 1 to get the full traceback instead of the one-line message."""
 
@@ -33,6 +36,16 @@ def find_user_error(err: BaseException) -> BaseException | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def user_message(err: BaseException) -> str:
+    """The message of a user error. A DataLoader worker's error is raised again in the main process with
+    the worker's traceback as its message (``Caught X in DataLoader worker process N. Original Traceback
+    ...``): its message is the traceback's last line, after the error's name."""
+    text = str(err)
+    if not WORKER_WRAPPED.match(text):
+        return text
+    return text.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1]
 
 
 def show_tracebacks() -> bool:
@@ -53,7 +66,7 @@ def user_errors() -> Iterator[None]:
         cause = find_user_error(err)
         if cause is None or show_tracebacks():
             raise
-        message = f"error: {cause}"
+        message = f"error: {user_message(cause)}"
         _log_to_files(message)
         print(message, file=sys.stderr, flush=True)
         raise SystemExit(EXIT_USER_ERROR) from None

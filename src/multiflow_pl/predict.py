@@ -4,14 +4,21 @@
 Real-IAD root, or a Real-IAD meta JSON (see :mod:`multiflow_pl.data.inputs`). The model, backbone and
 preprocessing come from the checkpoint alone. Written into the run directory, all or nothing:
 
-* ``scores.csv``: one row per sample: sample score (max over views) and mean, normalised score, decision
-  (OK / NG, INVALID for a non-finite score), views above the threshold, per-view scores and normalised
-  scores, and the label when the input has labels;
+* ``scores.csv``: one row per sample, in input order: sample score (max over views) and mean, normalised
+  score, decision (OK / NG, INVALID for a non-finite score or an image that cannot be read), views above
+  the threshold, per-view scores and normalised scores, ``input_flags`` (how its views differ from the
+  training images, or why they cannot be read), and the label when the input has labels;
 * ``heatmaps/<key>.png``: the views and their anomaly maps on one colour scale (with a threshold: from
   normalised score 0, dark, to the threshold, brightest, so saturated pixels are above the threshold);
-* ``summary.json``: counts, the threshold and how scores were normalised (written last).
+* ``summary.json``: counts, the invalid samples, the threshold and how scores were normalised (written last).
 
 Without a fitted threshold (trained with ``data.val_fraction=0``) only raw scores are reported.
+
+A sample with a view whose image is missing, empty, not an image, truncated or otherwise damaged is not
+scored: its row has decision INVALID, empty score cells and the reason in ``input_flags``; the other samples
+are scored exactly as without it (:mod:`multiflow_pl.invalid`). The exit status is then 3 (2: a user error
+stopped the run, nothing written). ``strict=true`` stops at the first such sample instead, as at a view
+unlike the training images.
 
 Speed (``speed=cpu``, or ``backbone_freeze``, ``backbone_chunk``, ``backbone_streams``, ``flow_conv_dtype``
 one by one; conf/speed/; off by default, so that the scores equal the evaluation's bit for bit; measured in
@@ -31,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
@@ -42,12 +50,13 @@ from torch.utils.data import DataLoader
 from multiflow_pl.cli import entry_point
 from multiflow_pl.config import config_dir
 from multiflow_pl.data.datamodule import flips_for
-from multiflow_pl.data.dataset import MultiViewImageDataset, collate_samples
+from multiflow_pl.data.dataset import MultiViewImageDataset, readable_batches
 from multiflow_pl.data.errors import DatasetError, summarize
 from multiflow_pl.data.inputs import FoundSamples, find_samples
 from multiflow_pl.data.view_profile import FLAG_KINDS, InputFlag, format_flags, input_flags
 from multiflow_pl.evaluation.plots import plot_sample_sheet
 from multiflow_pl.evaluation.writers import write_csv
+from multiflow_pl.invalid import EXIT_INVALID_SAMPLES, INVALID, invalid_message, unreadable_counts
 from multiflow_pl.models.model import MultiFlowModel
 from multiflow_pl.models.threshold import NORMALISATION, Threshold
 from multiflow_pl.pipeline import load_trained_model
@@ -74,7 +83,7 @@ def predict(cfg: DictConfig) -> dict:
     Returns the summary (also written as summary.json).
     """
     trained = load_trained_model(cfg.ckpt_path)
-    run_cfg, threshold = trained.config, trained.threshold
+    run_cfg, threshold, strict = trained.config, trained.threshold, bool(cfg.strict)
     data = run_cfg.data
     view_names = list(run_cfg.view_names) if run_cfg.get("view_names") else None
     found = find_samples(
@@ -85,9 +94,10 @@ def predict(cfg: DictConfig) -> dict:
         json_dir=cfg.get("json_dir") or data.json_dir,
         resolution=str(cfg.get("resolution") or data.resolution),
         root=cfg.get("root"),
+        allow_missing_views=not strict,
     )
     _check_views(found, trained.model.n_views, view_names, cfg.ckpt_path)
-    flags = _input_flags(found, run_cfg.get("view_profile"), bool(cfg.strict))
+    flags = _input_flags(found, run_cfg.get("view_profile"), strict)
     auto_device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(auto_device if cfg.device == "auto" else cfg.device)
     model = trained.model.to(device)
@@ -101,13 +111,13 @@ def predict(cfg: DictConfig) -> dict:
         set_conv_dtype(model.flow, cfg.flow_conv_dtype)
         if device.type == "cpu" and has_fast_bfloat16() is False:
             log.warning(BF16_EMULATED, cpu_model())
-    loader = _image_loader(found, model, data, cfg)
     if threshold is None:
         log.warning(NO_THRESHOLD)
     elif threshold.few_samples_warning():
         log.warning(threshold.few_samples_warning())
     names = list(found.samples[0].view_names)
-    rows: list[dict] = []
+    rows: dict[int, dict] = {}  # input index -> row
+    unreadable: dict[str, list[InputFlag]] = {}
     run_dir = Path(cfg.paths.output_dir)
     with (
         staged_folder(run_dir, last="summary.json") as stage,
@@ -115,27 +125,41 @@ def predict(cfg: DictConfig) -> dict:
         keep_folded_weights(model),
     ):
         n_heatmaps = len(found.samples) if cfg.get("max_heatmaps") is None else cfg.max_heatmaps
-        batches = progress(loader, len(loader), f"Scoring {len(found.samples)} samples", cfg.progress)
-        for batch in batches:
+        for batch in _image_batches(found, model, data, cfg):
+            for item in batch["unreadable"]:
+                unreadable[item["key"]] = item["unreadable"]
+                row = _sample_row(item["key"], names, None, threshold)
+                row["input_flags"] = format_flags([*flags.get(item["key"], []), *item["unreadable"]])
+                if found.labelled:
+                    row.update(label=int(item["label"]), anomaly_class=item["anomaly_class"])
+                rows[int(item["index"])] = row
+            if "images" not in batch:  # every sample of the batch is unreadable
+                continue
             images = batch["images"].to(device)
             foreground = batch["foreground"].to(device) if data.foreground == "folder" else None
-            image, sample_max, sample_mean, maps = (t.cpu() for t in model(images, foreground))
+            outputs = [t.cpu() for t in model(images, foreground)]
+            maps = outputs.pop()
             for i, key in enumerate(batch["key"]):
-                row = _sample_row(key, names, image[i], sample_max[i], sample_mean[i], threshold)
+                row = _sample_row(key, names, [t[i] for t in outputs], threshold)
                 row["input_flags"] = format_flags(flags.get(key, []))
                 if found.labelled:
                     row.update(label=int(batch["label"][i]), anomaly_class=batch["anomaly_class"][i])
-                if cfg.heatmaps and len(rows) < n_heatmaps:
+                if cfg.heatmaps and len(rows) - len(unreadable) < n_heatmaps:
                     row["heatmap"] = _save_heatmap(
                         stage, run_dir, key, batch, i, maps[i], names, row, threshold
                     )
-                rows.append(row)
-        write_csv(stage / "scores.csv", rows)
-        summary = _summary(cfg, found, names, rows, threshold)
+                rows[int(batch["index"][i])] = row
+        ordered = [rows[index] for index in sorted(rows)]
+        write_csv(stage / "scores.csv", ordered)
+        summary = _summary(cfg, found, names, ordered, threshold)
         summary["input_flags"] = _flag_counts(flags)
+        summary["unreadable"] = unreadable_counts(unreadable)
         summary["speed"] = _speed_settings(model, device)
         (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("Scored %d samples: %s. Outputs in %s", len(rows), summary["decisions"], run_dir)
+    if unreadable:
+        reasons = {key: format_flags(flags) for key, flags in unreadable.items()}
+        log.warning(invalid_message(reasons, len(ordered)))
+    log.info("Scored %d samples: %s. Outputs in %s", len(ordered), summary["decisions"], run_dir)
     return summary
 
 
@@ -152,10 +176,14 @@ def _speed_settings(model: MultiFlowModel, device: torch.device) -> dict:
     }
 
 
-def _image_loader(
+def _image_batches(
     found: FoundSamples, model: MultiFlowModel, data: DictConfig, cfg: DictConfig
-) -> DataLoader:
-    """Batches of images prepared as in training (size, flips, foreground); masks only for heat maps."""
+) -> Iterator[dict]:
+    """Batches of images prepared as in training (size, flips, foreground), with progress; masks only for
+    heat maps.
+
+    Samples whose images cannot be read are listed apart (``unreadable``; the other samples are batched as
+    without them), or with ``strict=true`` stop the run naming the file."""
     has_masks = any(v.mask_path is not None for s in found.samples for v in s.views)
     dataset = MultiViewImageDataset(
         found.samples,
@@ -165,13 +193,11 @@ def _image_loader(
         flip_views=flips_for(data.get("flip_views"), found.samples[0].category),
         foreground="folder" if data.foreground == "folder" else "none",  # "auto" is made by the model
         foreground_dir=data.get("foreground_dir"),
+        unreadable="raise" if cfg.strict else "flag",
     )
-    return DataLoader(
-        dataset,
-        batch_size=cfg.get("batch_size") or data.eval_batch_size,
-        num_workers=cfg.num_workers,
-        collate_fn=collate_samples,
-    )
+    items = DataLoader(dataset, batch_size=None, num_workers=cfg.num_workers)  # decoded one by one
+    items = progress(items, len(dataset), f"Scoring {len(dataset)} samples", cfg.progress)
+    return readable_batches(items, cfg.get("batch_size") or data.eval_batch_size)
 
 
 def _input_flags(found: FoundSamples, profile: DictConfig | None, strict: bool) -> dict[str, list[InputFlag]]:
@@ -219,24 +245,20 @@ def _check_views(found: FoundSamples, n_views: int, view_names: list[str] | None
 
 
 def _sample_row(
-    key: str,
-    names: list[str],
-    image: torch.Tensor,
-    sample_max: torch.Tensor,
-    sample_mean: torch.Tensor,
-    threshold: Threshold | None,
+    key: str, names: list[str], scores: list[torch.Tensor] | None, threshold: Threshold | None
 ) -> dict:
-    """One scores.csv row from a sample's view scores [V] and sample scores []."""
+    """One scores.csv row from a sample's view scores [V], sample max [] and mean [] (``scores``), or, for
+    a sample that could not be read (``scores=None``), its INVALID row with every score cell empty."""
+    row: dict = {"key": key, "score": "", "score_mean": "", "normalised": "", "decision": INVALID}
+    columns = ("score", "normalised") if threshold is not None else ("score",)
+    if threshold is not None:
+        row["ng_views"] = ""
+    row.update({f"{column}_{name}": "" for name in names for column in columns})
+    if scores is None:
+        return row
+    image, sample_max, sample_mean = scores
     score = float(sample_max)
-    row: dict = {
-        "key": key,
-        "score": score,
-        "score_mean": float(sample_mean),
-        "normalised": "",
-        "decision": "",
-    }
-    if not np.isfinite(score):
-        row["decision"] = "INVALID"
+    row.update(score=score, score_mean=float(sample_mean), decision="" if np.isfinite(score) else INVALID)
     if threshold is not None:
         row["normalised"] = float(threshold.normalise(sample_max))
         above = threshold.is_anomalous(image)
@@ -276,7 +298,7 @@ def _save_heatmap(
 def _summary(
     cfg: DictConfig, found: FoundSamples, names: list[str], rows: list[dict], threshold: Threshold | None
 ) -> dict:
-    decisions = {d: sum(row["decision"] == d for row in rows) for d in ("OK", "NG", "INVALID")}
+    decisions = {d: sum(row["decision"] == d for row in rows) for d in ("OK", "NG", INVALID)}
     summary: dict = {
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "input": str(Path(cfg.input).resolve()),
@@ -285,7 +307,7 @@ def _summary(
         "views": names,
         "score": "sample score = max over views of the view image scores (score_mean: the mean)",
         "decisions": decisions,
-        "invalid_samples": [row["key"] for row in rows if row["decision"] == "INVALID"],
+        "invalid_samples": [row["key"] for row in rows if row["decision"] == INVALID],
         "threshold": None if threshold is None else threshold.to_dict(),
         "threshold_fitted_on": None if threshold is None else threshold.describe(),
         "normalisation": None if threshold is None else NORMALISATION,
@@ -303,16 +325,19 @@ def _summary(
             "true_ok": sum(not t and not f for t, f in zip(truth, flagged, strict=True)),
             "false_ok": sum(t and not f for t, f in zip(truth, flagged, strict=True)),
         }
-    if decisions["INVALID"]:
-        log.warning("Non-finite scores (flagged INVALID) for samples %s", summary["invalid_samples"])
+    non_finite = [row["key"] for row in rows if row["decision"] == INVALID and row["score"] != ""]
+    if non_finite:
+        log.warning("Non-finite scores (flagged INVALID) for samples %s", non_finite)
     return summary
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point."""
+    """Hydra entry point; exit status 3 when some samples were invalid (every output written)."""
     with entry_point(cfg.paths.output_dir):
-        predict(cfg)
+        summary = predict(cfg)
+    if summary["decisions"][INVALID]:
+        raise SystemExit(EXIT_INVALID_SAMPLES)
 
 
 if __name__ == "__main__":

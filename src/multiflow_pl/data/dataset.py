@@ -7,21 +7,29 @@ Every item is a dict:
     masks       [V,1,M,M] float in {0,1}      ground truth at the evaluation size M
     view_labels [V] long, label [] long, index [] long, key str, anomaly_class str (the sample's defect code),
     image_paths list[str] (V)
+
+An image dataset built with ``unreadable="flag"`` (predict, inference) does not stop at a sample whose
+images cannot be read: its item holds the labels and ``unreadable``, the :class:`InputFlag` of each such view,
+instead of images, and :func:`readable_batches` keeps it out of the stacked batches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from multiflow_pl.data.errors import UnreadableImageError, require_choice
 from multiflow_pl.data.foreground import auto_foreground, folder_foreground
 from multiflow_pl.data.images import read_mask, read_views
 from multiflow_pl.data.memmap import read_row
 from multiflow_pl.data.sample import MultiViewSample
+from multiflow_pl.data.view_profile import InputFlag
+
+UNREADABLE_MODES = ("raise", "flag")
 
 
 class MultiViewImageDataset(Dataset):
@@ -31,10 +39,13 @@ class MultiViewImageDataset(Dataset):
         samples: the index.
         image_size: backbone input side S.
         mask_size: evaluation side M of ground-truth masks.
-        feature_size: (h, w) of the backbone features, for foreground masks.
+        feature_size: (h, w) of the backbone features, for foreground masks; None (with ``foreground="none"``
+            only): the items hold no ``foreground``, for callers that make no use of it.
         flip_views: view names flipped horizontally (image, mask and foreground alike), never on disk.
         foreground: "none", "auto" or "folder".
         foreground_dir: the folder of foreground masks for ``foreground="folder"``.
+        unreadable: ``"raise"``: an image that cannot be read stops with an :class:`UnreadableImageError`
+            naming the file; ``"flag"``: the sample's item is flagged instead (see the module docstring).
     """
 
     def __init__(
@@ -42,18 +53,23 @@ class MultiViewImageDataset(Dataset):
         samples: Sequence[MultiViewSample],
         image_size: int,
         mask_size: int,
-        feature_size: tuple[int, int],
+        feature_size: tuple[int, int] | None,
         flip_views: Sequence[str] = (),
         foreground: str = "none",
         foreground_dir: str | Path | None = None,
+        unreadable: str = "raise",
     ) -> None:
+        require_choice("unreadable", unreadable, UNREADABLE_MODES)
+        if feature_size is None and foreground != "none":
+            raise ValueError(f"foreground={foreground!r} needs the feature_size of its masks")
         self.samples = list(samples)
         self.image_size = image_size
         self.mask_size = mask_size
-        self.feature_size = tuple(feature_size)
+        self.feature_size = None if feature_size is None else tuple(feature_size)
         self.flip_views = frozenset(flip_views)
         self.foreground = foreground
         self.foreground_dir = Path(foreground_dir) if foreground_dir else None
+        self.unreadable = unreadable
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -61,10 +77,18 @@ class MultiViewImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
         flips = [view.view in self.flip_views for view in sample.views]
-        images = read_views([v.image_path for v in sample.views], self.image_size, flips)
+        failures: dict[int, UnreadableImageError] | None = {} if self.unreadable == "flag" else None
+        images = read_views([v.image_path for v in sample.views], self.image_size, flips, failures)
+        if failures:
+            item = _labels_and_masks(sample, index, 0, flips)
+            item["unreadable"] = [
+                InputFlag(sample.views[i].view, err.kind, f"({err.reason})") for i, err in failures.items()
+            ]
+            return item
         item = _labels_and_masks(sample, index, self.mask_size, flips)
         item["images"] = images
-        item["foreground"] = self._foreground(sample, images, flips)
+        if self.feature_size is not None:
+            item["foreground"] = self._foreground(sample, images, flips)
         return item
 
     def _foreground(self, sample: MultiViewSample, images: torch.Tensor, flips: list[bool]) -> torch.Tensor:
@@ -144,3 +168,22 @@ def collate_samples(items: list[dict]) -> dict:
         values = [item[name] for item in items]
         batch[name] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
     return batch
+
+
+def readable_batches(items: Iterable[dict], batch_size: int) -> Iterator[dict]:
+    """Batches of ``batch_size`` readable samples from items one at a time (of an image dataset with
+    ``unreadable="flag"``): :func:`collate_samples` of their items, and under ``"unreadable"`` the items of
+    the unreadable samples met since the previous batch.
+
+    The readable samples are batched as they would be without the unreadable ones, so that their scores
+    do not depend on them. The last batch may hold nothing but ``"unreadable"``.
+    """
+    readable: list[dict] = []
+    unreadable: list[dict] = []
+    for item in items:
+        (unreadable if "unreadable" in item else readable).append(item)
+        if len(readable) == batch_size:
+            yield {**collate_samples(readable), "unreadable": unreadable}
+            readable, unreadable = [], []
+    if readable or unreadable:
+        yield {**(collate_samples(readable) if readable else {}), "unreadable": unreadable}

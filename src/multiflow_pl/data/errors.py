@@ -12,8 +12,25 @@ MAX_LISTED = 5
 """How many offending items a message lists before summarising the rest as a count."""
 
 
+UNREADABLE_KINDS = ("missing", "empty", "not_image", "damaged")
+"""Why an image file cannot be read: no such file, zero bytes, not an image format, or a decoding error
+(a truncated or corrupted image)."""
+
+
 class DatasetError(ValueError):
     """A problem with the data on disk or with the arguments naming it (missing file, bad JSON, ...)."""
+
+
+class UnreadableImageError(DatasetError):
+    """An image file that cannot be read: ``kind`` (one of :data:`UNREADABLE_KINDS`) and a short ``reason``.
+
+    Built from the message alone (as DataLoader workers rebuild errors) it is a plain ``damaged`` error.
+    """
+
+    def __init__(self, message: str, kind: str = "damaged", reason: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.reason = reason or message
 
 
 def summarize(items: Sequence[str], limit: int = MAX_LISTED) -> str:

@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.io import read_file as read_bytes
 
-from multiflow_pl.data.errors import DatasetError
+from multiflow_pl.data.errors import DatasetError, UnreadableImageError
 
 WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 """PIL modes of 16-bit (or wider integer) grayscale images, read as values in [0, 65535]."""
@@ -31,16 +31,45 @@ def read_image(path: Path, size: int, flip: bool = False) -> torch.Tensor:
     return image
 
 
-def read_views(paths: Sequence[Path], size: int, flips: Sequence[bool]) -> torch.Tensor:
+def read_views(
+    paths: Sequence[Path],
+    size: int,
+    flips: Sequence[bool],
+    failures: dict[int, UnreadableImageError] | None = None,
+) -> torch.Tensor:
     """Read one sample's view images -> float [V,3,size,size] in [0,1], each as :func:`read_image` reads it.
 
     The views are decoded into one tensor: a JPEG at the target size goes from its bytes to its slot in one
     pass, with no image-sized float copy per view and no stacking copy (what that saves: docs/benchmarks.md).
+    A view that cannot be read raises :class:`UnreadableImageError`; with ``failures`` it is recorded there
+    under its index instead (its slot left unfilled) and the other views are still read, so that every
+    unreadable view of the sample is known.
     """
     views = torch.empty(len(paths), 3, size, size)
-    for slot, path, flip in zip(views, paths, flips, strict=True):
-        _read_into(slot, path, flip)
+    for index, (slot, path, flip) in enumerate(zip(views, paths, flips, strict=True)):
+        try:
+            _read_into(slot, path, flip)
+        except UnreadableImageError as err:
+            if failures is None:
+                raise
+            failures[index] = err
     return views
+
+
+def unreadable_image(path: Path, err: Exception) -> UnreadableImageError:
+    """The error for an image file that failed to open or decode (``err``), of the kind the file shows."""
+    path = Path(path)
+    if not path.is_file():
+        kind, reason = "missing", "no such file"
+    elif path.stat().st_size == 0:
+        kind, reason = "empty", "0-byte file"
+    elif isinstance(err, UnidentifiedImageError):
+        kind, reason = "not_image", "not an image file"
+    else:
+        kind, reason = "damaged", str(err)
+    return UnreadableImageError(
+        f"Cannot read image {path}: {reason}. Replace or remove the file.", kind, reason
+    )
 
 
 def _read_into(out: torch.Tensor, path: Path, flip: bool) -> None:
@@ -58,7 +87,7 @@ def _read_into(out: torch.Tensor, path: Path, flip: bool) -> None:
                 img.load()
                 tensor = _rgb_pixels(img, path)
         except (OSError, UnidentifiedImageError, SyntaxError) as err:
-            raise DatasetError(f"Cannot read image {path}: {err}. Replace or remove the file.") from err
+            raise unreadable_image(path, err) from err
     if tensor.shape[1:] != (size, size):  # at the same size the resize is the identity, bit for bit
         tensor = F.interpolate(
             tensor[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False

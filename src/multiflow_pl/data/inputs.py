@@ -11,6 +11,10 @@ Pure Python, no torch. A path is, checked in this order:
 
 Samples from the first kinds of dataset carry their labels; single samples and folders of samples
 are unlabelled (label 0, class ``"unknown"``).
+
+With ``allow_missing_views`` a sample folder that lacks a view's image is still indexed, the view's image
+path being where the image would be (``<folder>/<view>``, no such file): reading it then reports the view
+as ``missing``, as for any image file that does not exist.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def find_samples(
     json_dir: str = "realiad_jsons",
     resolution: str = "256",
     root: str | Path | None = None,
+    allow_missing_views: bool = False,
 ) -> FoundSamples:
     """Recognise the layout of ``path`` and read its samples.
 
@@ -55,6 +60,8 @@ def find_samples(
         split: split of dataset roots and JSON files.
         json_dir, resolution: Real-IAD reader options (see :func:`.realiad.load_samples`).
         root: Real-IAD JSON only: the dataset root, when it is not where the JSON lies.
+        allow_missing_views: sample folders only: index samples lacking views (see the module docstring)
+            instead of stopping at the first.
     """
     path = Path(path).expanduser().resolve()
     if path.is_file() and path.suffix.lower() == ".json":
@@ -70,7 +77,8 @@ def find_samples(
             "samples, a dataset root or a meta JSON."
         )
     if _images_in(path):
-        return FoundSamples([read_sample_folder(path, view_names, category)], "sample", False)
+        sample = read_sample_folder(path, view_names, category, allow_missing_views)
+        return FoundSamples([sample], "sample", False)
     if (path / json_dir).is_dir() or any(
         p.is_dir() and p.name.startswith("realiad_") for p in path.iterdir()
     ):
@@ -82,7 +90,9 @@ def find_samples(
         (p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")),
         key=lambda p: natural_key(p.name),
     )
-    samples = [read_sample_folder(d, view_names, category) for d in sample_dirs if _images_in(d)]
+    samples = [
+        read_sample_folder(d, view_names, category, allow_missing_views) for d in sample_dirs if _images_in(d)
+    ]
     if not samples:
         raise DatasetError(
             f"Found no images in {path} or its subfolders: expected <sample>/<view>.<ext> with one of "
@@ -91,10 +101,13 @@ def find_samples(
     return FoundSamples(samples, "samples", False)
 
 
-def read_sample_folder(folder: Path, view_names: Sequence[str] | None, category: str) -> MultiViewSample:
+def read_sample_folder(
+    folder: Path, view_names: Sequence[str] | None, category: str, allow_missing: bool = False
+) -> MultiViewSample:
     """One unlabelled sample: the images ``<view>.<ext>`` in ``folder``, in ``view_names`` order.
 
-    Missing views, views the model does not know and two images of one view are errors naming the folder.
+    Missing views (unless ``allow_missing``: their paths are ``<folder>/<view>``, which do not exist), views
+    the model does not know and two images of one view are errors naming the folder.
     """
     files: dict[str, Path] = {}
     for image in _images_in(folder):
@@ -105,7 +118,7 @@ def read_sample_folder(folder: Path, view_names: Sequence[str] | None, category:
         files[image.stem] = image
     expected = list(view_names) if view_names else sorted(files, key=natural_key)
     missing = [view for view in expected if view not in files]
-    if missing:
+    if missing and not allow_missing:
         raise DatasetError(
             f"Sample {folder} lacks view(s) {', '.join(missing)}: the model expects one image per view "
             f"{', '.join(expected)}, named <view>.<ext>. Add the missing images."
@@ -116,7 +129,9 @@ def read_sample_folder(folder: Path, view_names: Sequence[str] | None, category:
             f"Sample {folder} has image(s) {', '.join(extra)} of views the model was not trained on "
             f"(its views: {', '.join(expected)}). Remove or rename them."
         )
-    views = tuple(ViewRecord(view, files[view], None, 0, UNKNOWN_CLASS) for view in expected)
+    views = tuple(
+        ViewRecord(view, files.get(view, folder / view), None, 0, UNKNOWN_CLASS) for view in expected
+    )
     return MultiViewSample(folder.name, category, 0, views)
 
 

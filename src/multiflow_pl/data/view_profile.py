@@ -15,7 +15,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from multiflow_pl.data.errors import DatasetError
+from multiflow_pl.data.errors import UnreadableImageError
+from multiflow_pl.data.images import unreadable_image
 from multiflow_pl.data.sample import MultiViewSample
 
 PROFILE_SAMPLES = 64
@@ -42,7 +43,7 @@ def image_header(path: Path) -> tuple[int, int, int]:
             channels = {"P": 3, "PA": 4}.get(img.mode, bands)
             return img.size[0], img.size[1], channels
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise DatasetError(f"Cannot read image {path}: {err}. Replace or remove the file.") from err
+        raise unreadable_image(path, err) from err
 
 
 def view_profile(samples: Sequence[MultiViewSample], limit: int = PROFILE_SAMPLES) -> dict[str, dict]:
@@ -65,14 +66,18 @@ def input_flags(sample: MultiViewSample, profile: dict[str, dict]) -> list[Input
     """How the views of ``sample`` differ from ``profile`` (see :func:`view_profile`); empty if not at all.
 
     A view of another aspect ratio is flagged ``aspect``; of the same aspect but another size ``size``;
-    of another channel count (e.g. grayscale for colour) ``channels``.
+    of another channel count (e.g. grayscale for colour) ``channels``. Views whose header cannot be read
+    are left to the reading of the images, which reports them.
     """
     flags = []
     for view in sample.views:
         trained = profile.get(view.view)
         if trained is None:
             continue
-        width, height, channels = image_header(view.image_path)
+        try:
+            width, height, channels = image_header(view.image_path)
+        except UnreadableImageError:
+            continue
         want_w, want_h = trained["width"], trained["height"]
         if abs((width / height) / (want_w / want_h) - 1.0) > ASPECT_TOLERANCE:
             text = f"{width}x{height} (aspect {width / height:.2f}; trained {want_w}x{want_h})"
