@@ -1,8 +1,8 @@
-"""Re-evaluate a checkpoint: ``python -m multiflow_pl.evaluate ckpt_path=PATH [data.root=...]``.
+"""Re-evaluate a checkpoint: ``python -m multiflow_pl.evaluate ckpt_path=PATH [+data.root=...]``.
 
 The model, backbone and data settings are read from the checkpoint (saved by ``multiflow_pl.train``);
-``data.*`` given on the command line override the saved data settings, e.g. to test on another copy of
-the data. Trainer, loggers and callbacks are this run's own (``conf/eval.yaml``): everything, W&B
+``+data.*`` given on the command line (with the ``+``: eval.yaml holds no data keys of its own) override
+the saved data settings, e.g. to test on another copy of the data. Trainer, loggers and callbacks are this run's own (``conf/eval.yaml``): everything, W&B
 included, is written into the evaluation's run folder, never into the training run's.
 """
 
