@@ -2,8 +2,9 @@
 
 The model, backbone and data settings are read from the checkpoint (saved by ``multiflow_pl.train``);
 ``+data.*`` given on the command line (with the ``+``: eval.yaml holds no data keys of its own) override
-the saved data settings, e.g. to test on another copy of the data. Trainer, loggers and callbacks are this run's own (``conf/eval.yaml``): everything, W&B
-included, is written into the evaluation's run folder, never into the training run's.
+the saved data settings, e.g. to test on another copy of the data. Trainer, loggers and callbacks are this
+run's own (``conf/eval.yaml``): everything, W&B included, is written into the evaluation's run folder,
+never into the training run's.
 """
 
 from __future__ import annotations
