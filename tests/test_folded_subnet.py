@@ -24,17 +24,23 @@ from multiflow_pl.speed.folded_subnet import (
 V = 5
 
 
+def assert_plain_equals_kernel(flow, x, cond, tolerance: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flow's ``(z, logdet)`` by its kernels, checked against its plain subnets within ``tolerance``."""
+    z, logdet = flow(x, cond)
+    with plain(flow):
+        z_plain, logdet_plain = flow(x, cond)
+    torch.testing.assert_close(z, z_plain, atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(logdet, logdet_plain, atol=tolerance, rtol=tolerance)
+    return z, logdet
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("graph", GRAPH_NAMES)
 def test_folded_matches_plain(graph, mode):
     flow = make_flow(graph, mode, kernel_sizes=(3, 5))
     x, cond = features()
     for c in (cond, None):
-        z, logdet = flow(x, c)
-        with plain(flow):
-            z_plain, logdet_plain = flow(x, c)
-        torch.testing.assert_close(z, z_plain, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(logdet, logdet_plain, atol=1e-5, rtol=1e-5)
+        assert_plain_equals_kernel(flow, x, c, tolerance=1e-5)
 
 
 @pytest.mark.parametrize("messages", MESSAGE_KINDS)
@@ -43,11 +49,7 @@ def test_folded_matches_plain(graph, mode):
 def test_folded_matches_plain_to_round_off_in_float64(graph, mode, messages):
     flow = make_flow(graph, mode, torch.float64, kernel_sizes=(3, 5), messages=messages)
     x, cond = features(dtype=torch.float64)
-    z, logdet = flow(x, cond)
-    with plain(flow):
-        z_plain, logdet_plain = flow(x, cond)
-    torch.testing.assert_close(z, z_plain, atol=1e-12, rtol=1e-12)
-    torch.testing.assert_close(logdet, logdet_plain, atol=1e-12, rtol=1e-12)
+    assert_plain_equals_kernel(flow, x, cond, tolerance=1e-12)
 
 
 @pytest.mark.parametrize("messages", MESSAGE_KINDS)
@@ -56,11 +58,7 @@ def test_folded_matches_plain_with_other_noise_channels(noise_channels, messages
     flow = make_flow("ring", "per_edge", noise_channels=noise_channels, messages=messages)
     x, _ = features()
     cond = torch.randn(2, V, noise_channels, 5, 4) if noise_channels else None  # per-view noise maps
-    z, logdet = flow(x, cond)
-    with plain(flow):
-        z_plain, logdet_plain = flow(x, cond)
-    torch.testing.assert_close(z, z_plain, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(logdet, logdet_plain, atol=1e-5, rtol=1e-5)
+    z, _ = assert_plain_equals_kernel(flow, x, cond, tolerance=1e-5)
     torch.testing.assert_close(flow.inverse(z, cond), x, atol=1e-4, rtol=0)
 
 
