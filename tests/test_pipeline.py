@@ -50,14 +50,21 @@ def test_default_config_composes_to_the_demo(tmp_path):
     assert cfg.model.optimizer.lr == pytest.approx(4e-3) and cfg.model.noise_std == pytest.approx(0.15)
     assert list(cfg.model.optimizer.betas) == [0.9, 0.95]
     assert cfg.data.batch_size == 4
-    # Training length in steps: a check every 45 steps (one demo epoch), floor 360, cap 1800
+    # 8 epochs of 45 steps (schedule=epochs, the measured default; no early stop), checked every epoch
+    assert (cfg.trainer.max_epochs, cfg.trainer.max_steps, cfg.trainer.check_val_every_n_epoch) == (8, -1, 1)
+    assert cfg.trainer.val_check_interval is None and cfg.callbacks.early_stopping is None
+    assert cfg.callbacks.training_curves is not None and cfg.model.flow.messages == "conv"
+
+
+def test_step_schedule_trains_by_steps_with_the_stopping_rule(tmp_path):
+    cfg = compose_config("train", tmp_path, ["schedule=steps"])
+    # a check every 45 steps (one demo epoch), floor 360, cap 1800
     assert (cfg.trainer.max_epochs, cfg.trainer.max_steps, cfg.trainer.check_val_every_n_epoch) == (
         -1,
         1800,
         None,
     )
     assert cfg.trainer.val_check_interval == 45 and cfg.callbacks.early_stopping.min_steps == 360
-    assert cfg.callbacks.training_curves is not None and cfg.model.flow.messages == "conv"
 
 
 def test_realiad_experiment_is_the_papers_setting(tmp_path):
