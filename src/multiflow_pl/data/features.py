@@ -1,7 +1,8 @@
 """On-disk feature cache: backbone features extracted once, memory-mapped afterwards.
 
 A cache entry is three files named by a key that hashes everything that changes their content (backbone,
-weights, layers, input size, flips, foreground setting and the list of image files with sizes and mtimes):
+weights, layers, input size, padding, precision, flips, resize, foreground setting and the list of image
+files with sizes and mtimes):
 ``<key>.features.npy`` [N,V,C,h,w] float16, ``<key>.foreground.npy`` [N,V,h,w] uint8 and ``<key>.json``.
 Files are written under temporary names and renamed into place, the JSON last, so an interrupted build is
 never mistaken for a complete one.
@@ -52,17 +53,14 @@ class FeatureExtractorLike(Protocol):
 
 def extract_as_cached(extractor: FeatureExtractorLike, images: torch.Tensor) -> torch.Tensor:
     """Features [N,C,h,w] of images [N,3,S,S] computed as the cache computes them: channels-last input
-    (oneDNN and cuDNN run the convolutions faster so) and bfloat16 autocast on CUDA.
+    (oneDNN and cuDNN run the convolutions faster so), in the extractor's own precision (float32 unless
+    ``backbone.precision=bfloat16``).
 
     A model trained on cached features extracts its features from images this way too, so predict gives
     the very scores evaluation gives from the cache. The layout changes float rounding: extracted in
     PyTorch's default layout instead, 0.6% of the demo's float16 features differ from the cached ones.
     """
-    images = images.contiguous(memory_format=torch.channels_last)
-    if images.device.type != "cuda" or torch.compiler.is_exporting():  # export cannot hold an autocast block
-        return extractor(images)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        return extractor(images)
+    return extractor(images.contiguous(memory_format=torch.channels_last))
 
 
 class FeatureCache:
@@ -107,6 +105,7 @@ class FeatureCache:
             "flip_views": sorted(dataset.flip_views),
             "foreground": dataset.foreground,
             "foreground_dir": str(dataset.foreground_dir) if dataset.foreground_dir else None,
+            "resize": dataset.resize,
             "files": files,
         }
         blob = json.dumps(signature, sort_keys=True).encode()
