@@ -165,6 +165,7 @@ def _image_loader(
         flip_views=flips_for(data.get("flip_views"), found.samples[0].category),
         foreground="folder" if data.foreground == "folder" else "none",  # "auto" is made by the model
         foreground_dir=data.get("foreground_dir"),
+        resize=data.get("resize", "float"),
     )
     return DataLoader(
         dataset,

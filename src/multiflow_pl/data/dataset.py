@@ -35,6 +35,7 @@ class MultiViewImageDataset(Dataset):
         flip_views: view names flipped horizontally (image, mask and foreground alike), never on disk.
         foreground: "none", "auto" or "folder".
         foreground_dir: the folder of foreground masks for ``foreground="folder"``.
+        resize: how images of another size are resized to S (:data:`~multiflow_pl.data.images.RESIZE_MODES`).
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class MultiViewImageDataset(Dataset):
         flip_views: Sequence[str] = (),
         foreground: str = "none",
         foreground_dir: str | Path | None = None,
+        resize: str = "float",
     ) -> None:
         self.samples = list(samples)
         self.image_size = image_size
@@ -54,6 +56,7 @@ class MultiViewImageDataset(Dataset):
         self.flip_views = frozenset(flip_views)
         self.foreground = foreground
         self.foreground_dir = Path(foreground_dir) if foreground_dir else None
+        self.resize = resize
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -61,7 +64,7 @@ class MultiViewImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
         flips = [view.view in self.flip_views for view in sample.views]
-        images = read_views([v.image_path for v in sample.views], self.image_size, flips)
+        images = read_views([v.image_path for v in sample.views], self.image_size, flips, self.resize)
         item = _labels_and_masks(sample, index, self.mask_size, flips)
         item["images"] = images
         item["foreground"] = self._foreground(sample, images, flips)
