@@ -23,6 +23,7 @@ from einops import rearrange
 from torch.utils.data import DataLoader
 
 from multiflow_pl.data.dataset import MultiViewImageDataset, collate_samples
+from multiflow_pl.data.npy_rows import npy_rows
 from multiflow_pl.utils.atomic import atomic_path, write_atomic
 from multiflow_pl.utils.progress import progress
 
@@ -172,12 +173,13 @@ class FeatureCache:
         # Channels-last: oneDNN (CPU) and cuDNN (GPU) run the backbone's convolutions faster in it.
         extractor = extractor.to(self.device, memory_format=torch.channels_last)
         # the arrays are renamed into place when both are complete, the JSON (what _open looks for) after
-        with atomic_path(features_path) as tmp_features, atomic_path(foreground_path) as tmp_foreground:
-            features = np.lib.format.open_memmap(tmp_features, mode="w+", dtype=np.float16, shape=expected)
-            foreground = np.lib.format.open_memmap(
-                tmp_foreground, mode="w+", dtype=np.uint8, shape=expected[:2] + expected[3:]
-            )
-            row = 0
+        # plain writes, not a memory map: the process's resident set does not grow with the cache
+        with (
+            atomic_path(features_path) as tmp_features,
+            atomic_path(foreground_path) as tmp_foreground,
+            npy_rows(tmp_features, np.float16, expected) as write_features,
+            npy_rows(tmp_foreground, np.uint8, expected[:2] + expected[3:]) as write_foreground,
+        ):
             batches = progress(
                 loader, len(loader), f"Extracting features ({len(dataset)} samples)", self.show_progress
             )
@@ -187,12 +189,8 @@ class FeatureCache:
                 out = extract_as_cached(extractor, rearrange(images, "b v c h w -> (b v) c h w"))
                 # float16 already on the device: half the transfer, and no conversion pass on the CPU side
                 out = rearrange(out.to(torch.float16), "(b v) c h w -> b v c h w", b=b)
-                features[row : row + b] = out.cpu().numpy()
-                foreground[row : row + b] = batch["foreground"].numpy().astype(np.uint8)
-                row += b
-            features.flush()
-            foreground.flush()
-            del features, foreground
+                write_features(out.cpu().numpy())
+                write_foreground(batch["foreground"].numpy())
         meta = {
             "key": key,
             "shape": list(expected),
