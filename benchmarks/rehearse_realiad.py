@@ -129,10 +129,12 @@ def run_train(args: argparse.Namespace) -> dict:
     from multiflow_pl.train import train
 
     run_dir = args.work / "runs" / "train"
-    cfg = compose_run("train", run_dir, [*overrides(args), f"trainer.max_epochs={args.epochs}", "test=false"])
+    chosen = [*overrides(args), f"trainer.max_epochs={args.epochs}", "test=false"]
+    chosen += [f"trainer.limit_train_batches={args.train_batches}"] if args.train_batches else []
+    cfg = compose_run("train", run_dir, chosen)
     start = time.perf_counter()
     train(cfg)
-    return {"fit_s": time.perf_counter() - start, "epochs": args.epochs}
+    return {"fit_s": time.perf_counter() - start, "epochs": args.epochs, "train_batches": args.train_batches}
 
 
 def run_test(args: argparse.Namespace) -> dict:
@@ -140,11 +142,18 @@ def run_test(args: argparse.Namespace) -> dict:
 
     checkpoint = args.work / "runs" / "train" / "checkpoints" / "last.ckpt"
     chosen = [f"paths.root_dir={args.work}", f"ckpt_path={checkpoint}", "+data.num_workers=0", "logger=csv"]
+    chosen += [f"trainer.limit_test_batches={args.test_batches}"] if args.test_batches else []
     cfg = compose_run("eval", args.work / "runs" / "test", chosen)
     start = time.perf_counter()
     metrics = evaluate(cfg)
     pickle = args.work / "runs" / "test" / "predictions" / f"{args.category}.pkl"
-    return {"test_s": time.perf_counter() - start, "metrics": metrics, "pickle_bytes": pickle.stat().st_size}
+    seconds = time.perf_counter() - start
+    return {
+        "test_s": seconds,
+        "test_batches": args.test_batches,
+        "metrics": metrics,
+        "pickle_bytes": pickle.stat().st_size,
+    }
 
 
 def adeval_command(args: argparse.Namespace) -> list[str]:
@@ -174,6 +183,8 @@ def main() -> None:
     parser.add_argument("--category", default="can")
     parser.add_argument("--resolution", default="1024")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--train-batches", type=int, help="batches per epoch (default: all)")
+    parser.add_argument("--test-batches", type=int, help="test batches (default: all)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--backbone", default="standin", choices=["standin", "b5"])
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
