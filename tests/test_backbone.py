@@ -167,3 +167,14 @@ def test_backbone_is_cut_after_the_last_layer_read_and_exports(name, layers):
     assert kept < sum(p.numel() for p in full.parameters()) / 4  # layer3, layer4 (and more) are gone
     program = torch.export.export(extractor, (x,))  # one plain graph: no hooks, no early-exit exception
     torch.testing.assert_close(program.module()(x), expected, rtol=0, atol=0)
+
+
+def test_bfloat16_precision_is_an_explicit_option():
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    exact = FeatureExtractor("resnet18", ["layer1"], input_size=32)
+    rounded = FeatureExtractor("resnet18", ["layer1"], input_size=32, precision="bfloat16")
+    assert exact.precision == "float32" and exact(x).dtype == rounded(x).dtype == torch.float32
+    difference = (rounded(x) - exact(x)).abs().max() / exact(x).abs().max()
+    assert 0 < difference < 5e-2
+    with pytest.raises(ValueError, match=r"backbone\.precision='half'"):
+        FeatureExtractor("resnet18", ["layer1"], input_size=32, precision="half")

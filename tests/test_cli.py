@@ -195,6 +195,15 @@ def test_mistyped_data_root_is_an_error_and_renders_nothing(tmp_path):
     assert full.returncode != 0 and "Traceback" in full.stderr and "DatasetError" in full.stderr
 
 
+def test_weights_file_that_does_not_fit_stops_with_one_line(tmp_path):
+    import torch
+
+    path = tmp_path / "other.pth"
+    torch.save({"encoder.weight": torch.zeros(3)}, path)  # no tensor of resnet18's stem
+    line = one_error_line(run_cli("train", tmp_path, *TINY_TRAIN, f"backbone.weights_file={path}"))
+    assert str(path) in line and "tensors are missing (first: conv1.weight)" in line
+
+
 def test_realiad_without_the_dataset_fails_before_fetching_weights(tmp_path):
     done = run_cli(
         "train",

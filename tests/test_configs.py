@@ -111,3 +111,14 @@ def hydra_config(tmp_path: Path, overrides: list[str]):
         cfg = compose("train", overrides=[f"paths.root_dir={tmp_path}", *overrides], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     return cfg.hydra
+
+
+def test_realiad_experiment_extracts_as_the_reference(tiny_data, tmp_path):
+    """B5 padded for a 456-px build, float32, PIL's 8-bit resize; the synthetic default: float resize."""
+    cfg = compose_config("train", tmp_path, ["+experiment=realiad", *tiny_overrides(tiny_data)])
+    datamodule, module = build_data_and_model(cfg)
+    backbone = module.model.backbone
+    assert (backbone.static_padding_size, backbone.precision, datamodule.resize) == (456, "float32", "pil")
+    assert backbone.cache_signature()["static_padding_size"] == 456
+    demo = compose_config("train", tmp_path, [])
+    assert demo.data.resize == "float" and "static_padding_size" not in demo.backbone

@@ -73,7 +73,12 @@ def test_key_changes_with_each_ingredient(tmp_path, write_image, extractor):
     other_seed = FeatureExtractor("resnet18", ["layer1"], input_size=32, init_seed=1)
     other_layer = FeatureExtractor("resnet18", ["layer2"], input_size=32)
     other_size = FeatureExtractor("resnet18", ["layer1"], input_size=64)
+    bfloat16 = FeatureExtractor("resnet18", ["layer1"], input_size=32, precision="bfloat16")
+    build_padding = FeatureExtractor("resnet18", ["layer1"], input_size=32, static_padding_size=16)
     keys = {
+        cache.key(bfloat16, image_dataset(samples, bfloat16)),
+        cache.key(build_padding, image_dataset(samples, build_padding)),
+        cache.key(extractor, image_dataset(samples, extractor, resize="pil")),
         cache.key(other_seed, image_dataset(samples, other_seed)),
         cache.key(other_layer, image_dataset(samples, other_layer)),
         cache.key(other_size, image_dataset(samples, other_size)),
@@ -81,7 +86,7 @@ def test_key_changes_with_each_ingredient(tmp_path, write_image, extractor):
         cache.key(extractor, image_dataset(samples, extractor, flip_views=["C2"])),
         cache.key(extractor, image_dataset(samples, extractor, foreground="auto")),
     }
-    assert base not in keys and len(keys) == 6
+    assert base not in keys and len(keys) == 9
     path = samples[0].views[0].image_path
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     assert cache.key(extractor, image_dataset(samples, extractor)) != base

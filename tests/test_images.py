@@ -117,7 +117,7 @@ def test_read_views_records_every_unreadable_view_with_its_kind(tmp_path):
     (tmp_path / "C4.jpg").write_text("not an image")
     paths = [tmp_path / name for name in ("C1.jpg", "C2.jpg", "C3.jpg", "C4.jpg", "C5.png")]
     failures: dict = {}
-    views = read_views(paths, 32, [False] * 5, failures)
+    views = read_views(paths, 32, [False] * 5, failures=failures)
     assert torch.equal(views[0], read_image(paths[0], 32))
     assert {i: err.kind for i, err in failures.items()} == {
         1: "damaged",
@@ -130,3 +130,49 @@ def test_read_views_records_every_unreadable_view_with_its_kind(tmp_path):
     with pytest.raises(UnreadableImageError, match=r"C2\.jpg: .*[Tt]runcated") as stopped:
         read_views(paths, 32, [False] * 5)
     assert stopped.value.kind == "damaged"
+
+
+def photo(width: int, height: int, seed: int) -> Image.Image:
+    """A smooth random colour image (coarse noise upsampled), like a photograph's JPEG statistics."""
+    coarse = np.random.default_rng(seed).integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
+    return Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
+
+
+def reference_resize(path, size: int, flip: bool = False) -> torch.Tensor:
+    """The paper's reference: the 8-bit RGB image resized by PIL's bilinear filter, then ToTensor."""
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+        if flip:
+            rgb = rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        resized = np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR))
+    return torch.from_numpy(resized.astype(np.float32) / 255.0).permute(2, 0, 1)
+
+
+# Real-IAD's image sizes: the square 1024/512/256 releases and raw camera frames (here a 2448x2048 frame)
+@pytest.mark.parametrize(("width", "height"), [(1024, 1024), (512, 512), (256, 256), (2448, 2048)])
+def test_pil_resize_equals_pils_output_bit_for_bit(tmp_path, width, height):
+    path = tmp_path / f"view_{width}x{height}.jpg"
+    photo(width, height, seed=width).save(path, quality=92)
+    for size in (768, 456, 256, 224):
+        expected = reference_resize(path, size)
+        assert torch.equal(read_image(path, size, resize="pil"), expected), size
+        assert torch.equal(
+            read_image(path, size, flip=True, resize="pil"), reference_resize(path, size, True)
+        )
+        views = read_views([path, path], size, [False, True], resize="pil")
+        assert torch.equal(views[0], expected)
+    assert not torch.equal(
+        read_image(path, 768), reference_resize(path, 768)
+    )  # the float resize is not PIL's
+
+
+def test_pil_resize_of_other_formats_and_bad_mode(tmp_path):
+    for name, image in (
+        ("gray.png", photo(64, 48, 1).convert("L")),
+        ("rgba.png", photo(64, 48, 2).convert("RGBA")),
+    ):
+        path = tmp_path / name
+        image.save(path)
+        assert torch.equal(read_image(path, 40, resize="pil"), reference_resize(path, 40))
+    with pytest.raises(ValueError, match="resize='nearest'"):
+        read_views([tmp_path / "gray.png"], 40, [False], resize="nearest")

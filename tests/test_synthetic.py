@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.runs import run_cli
 from PIL import Image
 
 from multiflow_pl.data import synthetic
@@ -271,3 +273,19 @@ def test_missing_categories_are_added_to_an_existing_benchmark(tmp_path):
     assert not list((tmp_path / "a").glob(".synthetic-*"))
     with pytest.raises(DatasetError, match="n_train=2 -> 3"):
         generate(tmp_path / "a", **{**small, "n_train": 3})
+
+
+def test_realiad_shaped_flag_sets_realiad_counts_and_1024_px_jpegs(tmp_path: Path) -> None:
+    from multiflow_pl.data.synthetic.cli import parse_args
+
+    shaped = parse_args(["--realiad-shaped"])
+    assert (shaped.n_train, shaped.n_test, shaped.size) == (240, 760, 1024)
+    assert (parse_args([]).n_train, parse_args([]).size) == (48, 256)
+    args = ["--categories", "box", "--realiad-shaped", "--n-train", "1", "--n-test", "2", "--quiet"]
+    command = [sys.executable, "-m", "multiflow_pl.data.synthetic", "--root", str(tmp_path), *args]
+    done = run_cli(None, tmp_path, command=command)
+    assert done.returncode == 0, done.stderr
+    samples = load_samples(tmp_path, "box", "test", resolution="1024")
+    assert len(samples) == 2
+    with Image.open(samples[0].views[0].image_path) as image:
+        assert image.format == "JPEG" and image.size == (1024, 1024)

@@ -52,8 +52,10 @@ def export(cfg: DictConfig) -> dict:
         "views": list(run_cfg.get("view_names") or []) or model.n_views,
         "input_size": size,
         "input": f"images [B, {model.n_views}, 3, {size}, {size}] float RGB in [0, 1], resized from the "
-        "camera images (bilinear, antialiased), views in the order above, flip_views flipped horizontally; "
-        "multiflow_pl.inference prepares image files exactly so",
+        "camera images as `resize` says (float: bilinear, antialiased; pil: PIL's bilinear on 8-bit pixels), "
+        "views in the order above, flip_views flipped horizontally; multiflow_pl.inference prepares image "
+        "files exactly so",
+        "resize": run_cfg.data.get("resize", "float"),
         "outputs": {
             "image": "[B, V] view scores",
             "sample_max": "[B] sample scores (max over views; compare with the threshold)",

@@ -3,8 +3,8 @@
 The exported model (``python -m multiflow_pl.export``) takes images already decoded, resized and
 flipped; getting that wrong shifts every score (PIL's bilinear resize, for one, is not the model's
 antialiased bilinear resize). :class:`ExportedScorer` reads the image files with the training code
-(:func:`multiflow_pl.data.images.read_views`: decode to RGB, resize bilinear with antialiasing, flip the
-views listed in ``export.json``) and applies the stored threshold::
+(:func:`multiflow_pl.data.images.read_views`: decode to RGB, resize as ``export.json``'s ``resize`` says,
+flip the views listed there) and applies the stored threshold::
 
     from multiflow_pl.inference import ExportedScorer
 
@@ -60,13 +60,14 @@ class ExportedScorer:
         self.views: list[str] = list(self.metadata["views"])
         self.input_size = int(self.metadata["input_size"])
         self.flip_views = frozenset(self.metadata["flip_views"])
+        self.resize = str(self.metadata.get("resize", "float"))  # exports from before the option: float
         saved = self.metadata.get("threshold")
         self.threshold = Threshold.from_dict(saved) if saved else None
 
     def preprocess(self, sample: MultiViewSample) -> torch.Tensor:
         """One sample's images as the model takes them: [V,3,S,S] float RGB in [0,1], training order."""
         flips = [v.view in self.flip_views for v in sample.views]
-        return read_views([v.image_path for v in sample.views], self.input_size, flips)
+        return read_views([v.image_path for v in sample.views], self.input_size, flips, self.resize)
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Images [B,V,3,S,S] -> ``image`` [B,V], ``sample_max`` [B], ``sample_mean`` [B], ``maps``."""

@@ -194,6 +194,7 @@ def _image_batches(
         foreground="folder" if data.foreground == "folder" else "none",  # "auto" is made by the model
         foreground_dir=data.get("foreground_dir"),
         unreadable="raise" if cfg.strict else "flag",
+        resize=data.get("resize", "float"),
     )
     items = DataLoader(dataset, batch_size=None, num_workers=cfg.num_workers)  # decoded one by one
     items = progress(items, len(dataset), f"Scoring {len(dataset)} samples", cfg.progress)

@@ -15,6 +15,7 @@ from multiflow_pl.data.dataset import CachedFeatureDataset, MultiViewImageDatase
 from multiflow_pl.data.errors import DatasetError
 from multiflow_pl.data.features import FeatureCache, FeatureExtractorLike
 from multiflow_pl.data.foreground import FOREGROUND_MODES
+from multiflow_pl.data.images import RESIZE_MODES
 from multiflow_pl.data.sample import MultiViewSample
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class MultiViewDataModule(L.LightningDataModule):
         data_dir: the project's data folder (``paths.data_dir``), where ``create="auto"`` renders.
         flip_views: views flipped horizontally at load time, either a list or a mapping category -> list.
         foreground: "none", "auto" or "folder" (with ``foreground_dir``).
+        resize: how images are resized to the backbone's input: "float" (antialiased bilinear on float
+            pixels) or "pil" (PIL's bilinear on 8-bit pixels, as the paper's reference; Real-IAD's setting).
         eval_size: side of ground-truth masks and anomaly maps for pixel metrics.
         cache_features: train/test on cached backbone features (otherwise serve images).
         cache: the feature cache; ``feature_extractor`` is needed for caching and image sizes.
@@ -74,8 +77,11 @@ class MultiViewDataModule(L.LightningDataModule):
         feature_extractor: FeatureExtractorLike | None = None,
         val_fraction: float = 0.0,
         val_from_test: float = 0.0,
+        resize: str = "float",
     ) -> None:
         super().__init__()
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"data.resize={resize!r}; expected one of {RESIZE_MODES}")
         if format not in DATA_FORMATS:
             raise ValueError(f"data.format={format!r}; expected one of {DATA_FORMATS}")
         if foreground not in FOREGROUND_MODES:
@@ -108,6 +114,7 @@ class MultiViewDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{name}={fraction}; expected a fraction in [0, 1).")
         self.val_fraction = val_fraction
         self.val_from_test = val_from_test
+        self.resize = resize
         self.datasets: dict[str, Dataset] = {}
 
     def index(self, split: str) -> list[MultiViewSample]:
@@ -208,6 +215,7 @@ class MultiViewDataModule(L.LightningDataModule):
             flip_views=self.flip_views,
             foreground=self.foreground,
             foreground_dir=self.foreground_dir,
+            resize=self.resize,
         )
         log.info(
             "%s split of %s: %d samples x %d views", split, self.category, len(samples), len(samples[0].views)

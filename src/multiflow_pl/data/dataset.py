@@ -46,6 +46,7 @@ class MultiViewImageDataset(Dataset):
         foreground_dir: the folder of foreground masks for ``foreground="folder"``.
         unreadable: ``"raise"``: an image that cannot be read stops with an :class:`UnreadableImageError`
             naming the file; ``"flag"``: the sample's item is flagged instead (see the module docstring).
+        resize: how images of another size are resized to S (:data:`~multiflow_pl.data.images.RESIZE_MODES`).
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class MultiViewImageDataset(Dataset):
         foreground: str = "none",
         foreground_dir: str | Path | None = None,
         unreadable: str = "raise",
+        resize: str = "float",
     ) -> None:
         require_choice("unreadable", unreadable, UNREADABLE_MODES)
         if feature_size is None and foreground != "none":
@@ -70,6 +72,7 @@ class MultiViewImageDataset(Dataset):
         self.foreground = foreground
         self.foreground_dir = Path(foreground_dir) if foreground_dir else None
         self.unreadable = unreadable
+        self.resize = resize
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -78,7 +81,9 @@ class MultiViewImageDataset(Dataset):
         sample = self.samples[index]
         flips = [view.view in self.flip_views for view in sample.views]
         failures: dict[int, UnreadableImageError] | None = {} if self.unreadable == "flag" else None
-        images = read_views([v.image_path for v in sample.views], self.image_size, flips, failures)
+        images = read_views(
+            [v.image_path for v in sample.views], self.image_size, flips, self.resize, failures
+        )
         if failures:
             item = _labels_and_masks(sample, index, 0, flips)
             item["unreadable"] = [

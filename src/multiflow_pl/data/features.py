@@ -1,7 +1,8 @@
 """On-disk feature cache: backbone features extracted once, memory-mapped afterwards.
 
 A cache entry is three files named by a key that hashes everything that changes their content (backbone,
-weights, layers, input size, flips, foreground setting and the list of image files with sizes and mtimes):
+weights, layers, input size, padding, precision, flips, resize, foreground setting and the list of image
+files with sizes and mtimes):
 ``<key>.features.npy`` [N,V,C,h,w] float16, ``<key>.foreground.npy`` [N,V,h,w] uint8 and ``<key>.json``.
 Files are written under temporary names and renamed into place, the JSON last, so an interrupted build is
 never mistaken for a complete one.
@@ -22,6 +23,7 @@ from einops import rearrange
 from torch.utils.data import DataLoader
 
 from multiflow_pl.data.dataset import MultiViewImageDataset, collate_samples
+from multiflow_pl.data.npy_rows import npy_rows
 from multiflow_pl.utils.atomic import atomic_path, write_atomic
 from multiflow_pl.utils.progress import progress
 
@@ -52,17 +54,14 @@ class FeatureExtractorLike(Protocol):
 
 def extract_as_cached(extractor: FeatureExtractorLike, images: torch.Tensor) -> torch.Tensor:
     """Features [N,C,h,w] of images [N,3,S,S] computed as the cache computes them: channels-last input
-    (oneDNN and cuDNN run the convolutions faster so) and bfloat16 autocast on CUDA.
+    (oneDNN and cuDNN run the convolutions faster so), in the extractor's own precision (float32 unless
+    ``backbone.precision=bfloat16``).
 
     A model trained on cached features extracts its features from images this way too, so predict gives
     the very scores evaluation gives from the cache. The layout changes float rounding: extracted in
     PyTorch's default layout instead, 0.6% of the demo's float16 features differ from the cached ones.
     """
-    images = images.contiguous(memory_format=torch.channels_last)
-    if images.device.type != "cuda" or torch.compiler.is_exporting():  # export cannot hold an autocast block
-        return extractor(images)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        return extractor(images)
+    return extractor(images.contiguous(memory_format=torch.channels_last))
 
 
 class FeatureCache:
@@ -107,6 +106,7 @@ class FeatureCache:
             "flip_views": sorted(dataset.flip_views),
             "foreground": dataset.foreground,
             "foreground_dir": str(dataset.foreground_dir) if dataset.foreground_dir else None,
+            "resize": dataset.resize,
             "files": files,
         }
         blob = json.dumps(signature, sort_keys=True).encode()
@@ -173,12 +173,13 @@ class FeatureCache:
         # Channels-last: oneDNN (CPU) and cuDNN (GPU) run the backbone's convolutions faster in it.
         extractor = extractor.to(self.device, memory_format=torch.channels_last)
         # the arrays are renamed into place when both are complete, the JSON (what _open looks for) after
-        with atomic_path(features_path) as tmp_features, atomic_path(foreground_path) as tmp_foreground:
-            features = np.lib.format.open_memmap(tmp_features, mode="w+", dtype=np.float16, shape=expected)
-            foreground = np.lib.format.open_memmap(
-                tmp_foreground, mode="w+", dtype=np.uint8, shape=expected[:2] + expected[3:]
-            )
-            row = 0
+        # plain writes, not a memory map: the process's resident set does not grow with the cache
+        with (
+            atomic_path(features_path) as tmp_features,
+            atomic_path(foreground_path) as tmp_foreground,
+            npy_rows(tmp_features, np.float16, expected) as write_features,
+            npy_rows(tmp_foreground, np.uint8, expected[:2] + expected[3:]) as write_foreground,
+        ):
             batches = progress(
                 loader, len(loader), f"Extracting features ({len(dataset)} samples)", self.show_progress
             )
@@ -188,12 +189,8 @@ class FeatureCache:
                 out = extract_as_cached(extractor, rearrange(images, "b v c h w -> (b v) c h w"))
                 # float16 already on the device: half the transfer, and no conversion pass on the CPU side
                 out = rearrange(out.to(torch.float16), "(b v) c h w -> b v c h w", b=b)
-                features[row : row + b] = out.cpu().numpy()
-                foreground[row : row + b] = batch["foreground"].numpy().astype(np.uint8)
-                row += b
-            features.flush()
-            foreground.flush()
-            del features, foreground
+                write_features(out.cpu().numpy())
+                write_foreground(batch["foreground"].numpy())
         meta = {
             "key": key,
             "shape": list(expected),

