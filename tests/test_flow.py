@@ -24,9 +24,14 @@ PLAIN_GRAPHS = ("top_ring", "chain", "none")
 
 
 def graph_kernels(graphs) -> list[tuple]:
-    """``(graph, kernel)`` cases: every graph on the folded kernel, those of :data:`PLAIN_GRAPHS` on the plain
-    subnets too."""
-    return [(g, "folded") for g in graphs] + [(g, "plain") for g in graphs if g in PLAIN_GRAPHS]
+    """``(graph, kernel, messages)`` cases: conv messages on every graph with the folded kernel, and on those
+    of :data:`PLAIN_GRAPHS` with the plain subnets too; the attention messages (slower, and the same code on
+    every graph) on :data:`PLAIN_GRAPHS` and ``directed`` with both."""
+    cases = [(g, "folded", "conv") for g in graphs]
+    cases += [(g, "plain", "conv") for g in graphs if g in PLAIN_GRAPHS]
+    for messages in MESSAGE_KINDS[1:]:
+        cases += [(g, k, messages) for g in graphs if g in (*PLAIN_GRAPHS, "directed") for k in KERNELS]
+    return cases
 
 
 def features(batch=2, channels=6, size=(5, 4), dtype=torch.float32, seed=1):
@@ -55,9 +60,8 @@ def expected_parameters(
     return total
 
 
-@pytest.mark.parametrize("messages", MESSAGE_KINDS)
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize(("graph", "kernel"), graph_kernels(GRAPH_NAMES))
+@pytest.mark.parametrize(("graph", "kernel", "messages"), graph_kernels(GRAPH_NAMES))
 def test_inverse_recovers_input(graph, mode, kernel, messages):
     for dtype, atol in ((torch.float32, 1e-4), (torch.float64, 1e-9)):
         flow = make_flow(graph, mode, dtype, kernel=kernel, messages=messages)
@@ -123,9 +127,8 @@ def _directed_graph():
     return adj
 
 
-@pytest.mark.parametrize("messages", MESSAGE_KINDS)
 @pytest.mark.parametrize("n_blocks", [1, 2])
-@pytest.mark.parametrize(("graph", "kernel"), graph_kernels([*GRAPH_NAMES, "directed"]))
+@pytest.mark.parametrize(("graph", "kernel", "messages"), graph_kernels([*GRAPH_NAMES, "directed"]))
 def test_view_dependency_follows_graph(graph, n_blocks, kernel, messages):
     adj = _directed_graph() if graph == "directed" else view_graph(graph, V)
     mode = "shared" if n_blocks == 2 else "per_edge"
