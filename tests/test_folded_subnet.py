@@ -189,4 +189,6 @@ def test_conv_settings_and_set_conv_dtype_need_folded_subnets():
         set_conv_dtype(flow, "bfloat16")
     use_folded_convolutions(flow, "winograd", "bfloat16")
     assert conv_settings(flow) == {"kernel": "folded", "algorithm": "winograd", "dtype": "bfloat16"}
+    attention = use_folded_convolutions(make_flow(kernel="plain", messages="cross_attention"), "winograd")
+    assert conv_settings(attention) == {"kernel": "attention", "algorithm": "direct", "dtype": None}
     assert set(flow.state_dict()) == set(make_flow(kernel="plain").state_dict())  # kernels add no state

@@ -322,12 +322,14 @@ def set_conv_dtype(module: nn.Module, dtype: ConvDtype) -> None:
 
 
 def conv_settings(module: nn.Module) -> dict[str, str | None]:
-    """How ``module``'s subnets compute: ``{"kernel": "folded" | "plain", "algorithm", "dtype"}`` (of the
-    first subnet)."""
-    kernels = _kernels(module)
-    if not kernels:
+    """How ``module``'s first subnet computes: ``{"kernel": "plain" | "folded" | "attention", "algorithm",
+    "dtype"}`` (the batched attention kernel runs the library's convolutions in the parameters' dtype)."""
+    subnet = next(m for m in module.modules() if isinstance(m, CrossViewSubnet))
+    if isinstance(subnet.kernel, FoldedSubnetKernel):
+        return {"kernel": "folded", "algorithm": subnet.kernel.algorithm, "dtype": subnet.kernel.dtype}
+    if subnet.kernel is None:
         return {"kernel": "plain", "algorithm": None, "dtype": None}
-    return {"kernel": "folded", "algorithm": kernels[0].algorithm, "dtype": kernels[0].dtype}
+    return {"kernel": "attention", "algorithm": "direct", "dtype": None}
 
 
 @contextlib.contextmanager
