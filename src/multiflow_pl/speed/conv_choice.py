@@ -1,4 +1,4 @@
-"""Convolution algorithm chosen by measurement on the running machine (``conv_algorithm="auto"``).
+"""Convolution algorithm chosen by measurement on the running machine (``model.convolutions.algorithm=auto``).
 
 Like cuDNN's benchmark mode: the first time a convolution of a given kind is met (input and weight shapes and
 strides, groups, dtype, device, thread count, which inputs need gradients), every candidate algorithm that can

@@ -12,8 +12,8 @@ docs/benchmarks.md). Larger tiles (F(4, 5): 6x fewer) are faster but about 3x le
 
 Only plain differentiable tensor ops are used (unfold, matmul, reshapes), so autograd and double backward
 work. Intended for CPU float32/float64, where on some CPUs it beats oneDNN's direct convolution on the flow's
-wide convolutions and on others it does not: ``conv_algorithm="auto"`` times both on the running machine
-(:mod:`multiflow_pl.speed.conv_choice`). On CUDA cuDNN picks its own algorithms.
+wide convolutions and on others it does not: ``model.convolutions.algorithm=auto`` times both on the running
+machine (:mod:`multiflow_pl.speed.conv_choice`). On CUDA cuDNN picks its own algorithms.
 """
 
 from __future__ import annotations
